@@ -1,0 +1,175 @@
+import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
+import { Client, Connection, WorkflowHandle } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import { ArtifactStore } from './artifacts/store';
+import { validateAll, type LoadedConfig } from './config';
+import { ModelClient } from './model/client';
+import { InvalidInputError } from './problems';
+import { STATE_DIR } from './paths';
+import { temporalAddress } from './temporal/address';
+import type { StepRecord } from './schemas/artifacts';
+import { TASK_QUEUE, type Progress, type RunInput, type RunResult } from './schemas/run';
+import { progressQuery, selfLearning } from './workflows';
+
+export async function connect(address = temporalAddress()): Promise<Client> {
+  const connection = await Connection.connect({ address });
+  return new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' });
+}
+
+export function defaultArtifactRoot(config: LoadedConfig['config']): string {
+  return config.artifacts ?? resolve(STATE_DIR, 'artifacts');
+}
+
+export function newRunId(name: string, now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  return `${name}-${stamp}-${randomBytes(2).toString('hex')}`;
+}
+
+/** Refuses a config whose endpoint cannot be reached, before anything is started or written. */
+export async function checkEndpoint(loaded: LoadedConfig): Promise<void> {
+  const ep = loaded.config.model;
+  try {
+    await new ModelClient(ep).listModels(AbortSignal.timeout(8000));
+  } catch (e) {
+    throw new InvalidInputError([{ file: loaded.file, field: 'model.baseUrl', message: `${(e as Error).message}: start the model server or fix the URL` }]);
+  }
+}
+
+export function runInput(loaded: LoadedConfig, reuseFrom?: string[]): RunInput {
+  return { config: loaded.config, configFile: loaded.file, artifactRoot: defaultArtifactRoot(loaded.config), ...(reuseFrom?.length ? { reuseFrom } : {}) };
+}
+
+/** Validates everything, then starts the workflow; nothing is started on invalid input. */
+export async function startRun(
+  client: Client,
+  configFile: string,
+  opts: { runId?: string; reuseFrom?: string[]; checkEndpoint?: boolean; taskQueue?: string } = {},
+): Promise<WorkflowHandle<typeof selfLearning>> {
+  const loaded = validateAll(configFile);
+  if (opts.checkEndpoint !== false) await checkEndpoint(loaded);
+  const workflowId = opts.runId ?? newRunId(loaded.config.name);
+  return client.workflow.start(selfLearning, {
+    taskQueue: opts.taskQueue ?? TASK_QUEUE,
+    workflowId,
+    args: [runInput(loaded, opts.reuseFrom)],
+  });
+}
+
+export async function getProgress(client: Client, runId: string): Promise<Progress> {
+  return client.workflow.getHandle(runId).query(progressQuery);
+}
+
+export interface AuditActivity {
+  activity: string;
+  input: string;
+  scheduled: string;
+  durationMs?: number;
+  attempts: number;
+  outcome: 'completed' | 'failed' | 'timed out' | 'cancelled' | 'running';
+  failure?: string;
+  lastFailure?: string;
+}
+
+export interface AuditRun {
+  runId: string;
+  status: string;
+  events: number;
+  continuedAsNew: boolean;
+  activities: AuditActivity[];
+}
+
+export interface Audit {
+  workflowId: string;
+  runs: AuditRun[];
+  lineage: StepRecord[];
+  result?: RunResult;
+}
+
+const EventType = temporal.api.enums.v1.EventType;
+const ms = (t?: { seconds?: unknown; nanos?: number | null } | null) => (t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : 0);
+
+function summariseInput(payloads: unknown): string {
+  // Inputs are references and small numbers; show which shard or step, not the whole JSON.
+  try {
+    const p = (payloads as { payloads?: { data?: Uint8Array }[] })?.payloads?.[0]?.data;
+    if (!p) return '';
+    const v = JSON.parse(Buffer.from(p).toString('utf8'));
+    if (typeof v?.shard === 'number') return `shard ${v.shard}`;
+    return '';
+  } catch {
+    return '';
+  }
+}
+
+/** Timeline of every run in a workflow's continue-as-new chain, plus the artifact lineage. */
+export async function audit(client: Client, workflowId: string): Promise<Audit> {
+  const runs: AuditRun[] = [];
+  const execs = [];
+  for await (const w of client.workflow.list({ query: `WorkflowId = '${workflowId.replace(/'/g, '')}'` })) execs.push(w);
+  execs.sort((a, b) => a.startTime.getTime() - b.startTime.getTime());
+  if (!execs.length) throw new InvalidInputError([{ file: workflowId, message: 'no such run: check the id with `slearn schedule list` or the web UI' }]);
+  let input: RunInput | undefined;
+  let result: RunResult | undefined;
+  for (const exec of execs) {
+    const handle = client.workflow.getHandle(workflowId, exec.runId);
+    const history = await handle.fetchHistory();
+    const events = history.events ?? [];
+    const byScheduled = new Map<number, AuditActivity & { t0: number }>();
+    let continued = false;
+    for (const e of events) {
+      const id = Number(e.eventId);
+      if (e.eventType === EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED && !input) {
+        const d = e.workflowExecutionStartedEventAttributes?.input?.payloads?.[0]?.data;
+        if (d) input = JSON.parse(Buffer.from(d).toString('utf8'));
+      } else if (e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) {
+        const a = e.activityTaskScheduledEventAttributes!;
+        byScheduled.set(id, {
+          activity: a.activityType?.name ?? '?',
+          input: summariseInput(a.input),
+          scheduled: new Date(ms(e.eventTime)).toISOString(),
+          attempts: 0,
+          outcome: 'running',
+          t0: ms(e.eventTime),
+        });
+      } else if (e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED) {
+        const a = e.activityTaskStartedEventAttributes!;
+        const act = byScheduled.get(Number(a.scheduledEventId));
+        if (act) {
+          act.attempts = a.attempt ?? 1;
+          if (a.lastFailure?.message) act.lastFailure = a.lastFailure.message;
+        }
+      } else {
+        const done =
+          e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes ?? e.activityTaskTimedOutEventAttributes ?? e.activityTaskCanceledEventAttributes;
+        if (done) {
+          const act = byScheduled.get(Number(done.scheduledEventId));
+          if (!act) continue;
+          act.durationMs = ms(e.eventTime) - act.t0;
+          if (e.activityTaskCompletedEventAttributes) act.outcome = 'completed';
+          else if (e.activityTaskFailedEventAttributes) {
+            act.outcome = 'failed';
+            act.failure = e.activityTaskFailedEventAttributes.failure?.message ?? undefined;
+          } else if (e.activityTaskTimedOutEventAttributes) {
+            act.outcome = 'timed out';
+            act.failure = e.activityTaskTimedOutEventAttributes.failure?.message ?? undefined;
+          } else act.outcome = 'cancelled';
+        }
+        if (e.eventType === EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW) continued = true;
+        if (e.eventType === EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED) {
+          const d = e.workflowExecutionCompletedEventAttributes?.result?.payloads?.[0]?.data;
+          if (d) result = JSON.parse(Buffer.from(d).toString('utf8'));
+        }
+      }
+    }
+    runs.push({
+      runId: exec.runId,
+      status: exec.status.name,
+      events: events.length,
+      continuedAsNew: continued,
+      activities: [...byScheduled.values()].map(({ t0: _t0, ...a }) => a),
+    });
+  }
+  const lineage = input ? new ArtifactStore(input.artifactRoot).listSteps(workflowId) : [];
+  return { workflowId, runs, lineage, ...(result ? { result } : {}) };
+}

@@ -1,0 +1,1 @@
+export async function runDemo(_: { configFile: string; compareFull: boolean }): Promise<void> { throw new Error('demo: not wired yet'); }

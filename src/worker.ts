@@ -1,0 +1,53 @@
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { createActivities } from './activities';
+import { temporalAddress } from './temporal/address';
+import { trainerCommand } from './paths';
+import { TASK_QUEUE, TRAIN_TASK_QUEUE } from './schemas/run';
+
+export interface WorkerOptions {
+  address?: string;
+  namespace?: string;
+  /** 'slearn' runs the workflow and the data steps; 'slearn-train' runs training (a GPU host). */
+  queues?: string[];
+  trainer?: string[];
+  onReady?: () => void;
+}
+
+/** Workers for the given queues on one connection; resolves when they have all shut down. */
+export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal): Promise<void> {
+  const connection = await NativeConnection.connect({ address: opts.address ?? temporalAddress() });
+  const activities = createActivities({ trainerCommand: opts.trainer ?? trainerCommand() });
+  const queues = opts.queues?.length ? opts.queues : [TASK_QUEUE, TRAIN_TASK_QUEUE];
+  try {
+    const workers = await Promise.all(
+      queues.map((taskQueue) =>
+        Worker.create({
+          connection,
+          namespace: opts.namespace ?? 'default',
+          taskQueue,
+          activities,
+          // Only the main queue hosts workflows; the train queue is activities only.
+          ...(taskQueue === TASK_QUEUE ? { workflowsPath: require.resolve('./workflows') } : {}),
+          // A killed trainer must be noticed quickly: let shutdown wait for cancellation to land.
+          shutdownGraceTime: '10s',
+        }),
+      ),
+    );
+    signal?.addEventListener('abort', () => workers.forEach((w) => w.shutdown()), { once: true });
+    opts.onReady?.();
+    if (signal?.aborted) workers.forEach((w) => w.shutdown());
+    await Promise.all(workers.map((w) => w.run()));
+  } finally {
+    await connection.close();
+  }
+}
+
+if (require.main === module) {
+  const queues = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+  const ac = new AbortController();
+  for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => ac.abort());
+  runWorkers({ queues, onReady: () => console.error(`slearn worker ready (pid ${process.pid})`) }, ac.signal).catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,64 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { startDevServer, type DevServer, type DevServerOptions } from '../../src/temporal/devServer';
+
+export const ROOT = resolve(__dirname, '..', '..');
+export const FAKE_TRAINER = ['node', join(ROOT, 'test', 'support', 'fake-trainer.js')];
+
+export function tempDir(prefix = 'slearn-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** A real Temporal dev server on a free loopback port, headless, state in `dir`. */
+export async function temporal(dir: string, opts: DevServerOptions = {}): Promise<DevServer & { client: Client }> {
+  const srv = await startDevServer({ headless: true, db: join(dir, 'temporal.db'), logFile: join(dir, 'temporal.log'), ...opts });
+  const connection = await Connection.connect({ address: srv.address });
+  const client = new Client({ connection });
+  return {
+    ...srv,
+    client,
+    stop: async () => {
+      await connection.close();
+      await srv.stop();
+    },
+  };
+}
+
+export interface WorkerProcess {
+  proc: ChildProcess;
+  ready: Promise<void>;
+  exited: Promise<void>;
+  output: string[];
+}
+
+/** `node dist/worker.js` in a process of its own, so a test can SIGKILL it like a crashed host. */
+export function workerProcess(address: string, env: NodeJS.ProcessEnv = {}, queues: string[] = []): WorkerProcess {
+  const proc = spawn(process.execPath, [join(ROOT, 'dist', 'worker.js'), ...queues], {
+    env: { ...process.env, TEMPORAL_ADDRESS: address, SLEARN_TRAINER: JSON.stringify(FAKE_TRAINER), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output: string[] = [];
+  let onReady: () => void;
+  const ready = new Promise<void>((r) => (onReady = r));
+  const collect = (b: Buffer) => {
+    const s = b.toString();
+    output.push(s);
+    if (s.includes('slearn worker ready')) onReady();
+  };
+  proc.stdout!.on('data', collect);
+  proc.stderr!.on('data', collect);
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  return { proc, ready, exited, output };
+}
+
+export async function waitFor(pred: () => boolean | Promise<boolean>, timeoutMs = 60_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await pred()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
