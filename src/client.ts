@@ -40,13 +40,19 @@ export function runInput(loaded: LoadedConfig, reuseFrom?: string[]): RunInput {
   return { config: loaded.config, configFile: loaded.file, artifactRoot: defaultArtifactRoot(loaded.config), ...(reuseFrom?.length ? { reuseFrom } : {}) };
 }
 
+export interface StartOptions {
+  runId?: string;
+  reuseFrom?: string[];
+  checkEndpoint?: boolean;
+  taskQueue?: string;
+  /** Applied after validation, e.g. the demo's model server URL or `--compare full`. */
+  adjust?: (config: LoadedConfig['config']) => void;
+}
+
 /** Validates everything, then starts the workflow; nothing is started on invalid input. */
-export async function startRun(
-  client: Client,
-  configFile: string,
-  opts: { runId?: string; reuseFrom?: string[]; checkEndpoint?: boolean; taskQueue?: string } = {},
-): Promise<WorkflowHandle<typeof selfLearning>> {
+export async function startRun(client: Client, configFile: string, opts: StartOptions = {}): Promise<WorkflowHandle<typeof selfLearning>> {
   const loaded = validateAll(configFile);
+  opts.adjust?.(loaded.config);
   if (opts.checkEndpoint !== false) await checkEndpoint(loaded);
   const workflowId = opts.runId ?? newRunId(loaded.config.name);
   return client.workflow.start(selfLearning, {

@@ -3,12 +3,14 @@ import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { atomicWrite, parseJsonl } from '../artifacts/store';
 import { ModelCallError, classifyError } from '../model/client';
-import { attempt, heartbeat, toFailure } from './context';
+import { attempt, heartbeat, previousHeartbeat, toFailure } from './context';
 
 export interface ChunkProgress {
   chunksDone: number;
   chunksTotal: number;
   itemsDone: number;
+  /** Chunks found flushed when this attempt started: what a retry did not have to redo. */
+  resumedAtChunk: number;
 }
 
 export interface ItemFailure {
@@ -39,6 +41,13 @@ export async function runChunked<I extends { id: string }, O>(opts: {
   const lastAttempt = attempt() >= opts.giveUpAtAttempt;
   const results: (O | ItemFailure)[] = [];
   let itemsDone = 0;
+  // The flushed chunk files are the truth; the last heartbeat says how far the previous attempt got.
+  const last = previousHeartbeat<ChunkProgress>();
+  let resumedAtChunk = 0;
+  while (resumedAtChunk < chunksTotal && existsSync(chunkFile(resumedAtChunk))) resumedAtChunk++;
+  if (last && last.chunksDone > resumedAtChunk) {
+    throw new Error(`heartbeat says ${last.chunksDone} chunks were flushed but ${dir} has ${resumedAtChunk}: is the artifact store shared by all workers?`);
+  }
   for (let k = 0; k < chunksTotal; k++) {
     const slice = items.slice(k * chunkSize, (k + 1) * chunkSize);
     if (existsSync(chunkFile(k))) {
@@ -60,7 +69,7 @@ export async function runChunked<I extends { id: string }, O>(opts: {
     atomicWrite(chunkFile(k), out.map((o) => JSON.stringify(o)).join('\n') + '\n');
     results.push(...out);
     itemsDone += slice.length;
-    const progress = { chunksDone: k + 1, chunksTotal, itemsDone };
+    const progress: ChunkProgress = { chunksDone: k + 1, chunksTotal, itemsDone, resumedAtChunk };
     heartbeat(progress);
     opts.onChunk?.(progress);
   }

@@ -51,6 +51,10 @@ export function heartbeat(details: unknown): void {
   if (inActivity()) Context.current().heartbeat(details);
 }
 
+export function previousHeartbeat<T>(): T | undefined {
+  return inActivity() ? (Context.current().info.heartbeatDetails as T | undefined) : undefined;
+}
+
 export function attempt(): number {
   return inActivity() ? Context.current().info.attempt : 1;
 }
