@@ -1,15 +1,14 @@
 import { writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { ScheduleOverlapPolicy } from '@temporalio/client';
-import { audit, connect, getProgress, runInput, startRun, newRunId } from './client';
-import { validateAll, loadConfig } from './config';
+import { ScheduleOverlapPolicy, type Client } from '@temporalio/client';
+import { audit, connect, getProgress, runInput, startRun } from './client';
+import { validateAll } from './config';
 import { readDataset } from './dataset/read';
 import { formatProblem, InvalidInputError } from './problems';
 import { STATE_DIR } from './paths';
 import { startDevServer } from './temporal/devServer';
 import { SERVER_STATE_FILE } from './temporal/address';
-import { runWorkers } from './worker';
 import { TASK_QUEUE, type RunInput } from './schemas/run';
 import { selfLearning } from './workflows';
 import { auditText, progressLine, summaryTable } from './cli/output';
@@ -54,6 +53,8 @@ function program(): Command {
     .description('run workers: the main queue (workflow and data steps) and the training queue')
     .addOption(new Option('--queue <name...>', 'task queues to serve').default([TASK_QUEUE, 'slearn-train']))
     .action(async (o) => {
+      // Loaded only here: the worker package (native core, webpack) is heavy for the other commands.
+      const { runWorkers } = await import('./worker');
       await runWorkers({ queues: o.queue, onReady: () => console.error(`slearn worker ready on ${o.queue.join(', ')} (pid ${process.pid})`) }, abortOnSignals());
     });
 
@@ -80,10 +81,11 @@ function program(): Command {
     .option('--wait', 'follow it with a progress bar and print a summary')
     .option('--id <id>', 'workflow id (default: NAME-DATE-TIME-RAND)')
     .action(async (config: string, o) => {
-      const client = await connect();
-      const handle = await startRun(client, config, { runId: o.id });
+      // Validates before connecting: bad input is refused (exit 1) even when Temporal is unreachable.
+      let client: Client | undefined;
+      const handle = await startRun(async () => (client = await connect()), config, { runId: o.id });
       console.log(handle.workflowId);
-      if (o.wait) console.log(summaryTable(await watchRun(client, handle.workflowId)));
+      if (o.wait) console.log(summaryTable(await watchRun(client!, handle.workflowId)));
     });
 
   p.command('status')

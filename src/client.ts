@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { Client, Connection, WorkflowHandle } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { ArtifactStore } from './artifacts/store';
-import { validateAll, type LoadedConfig } from './config';
+import { configLine, validateAll, type LoadedConfig } from './config';
 import { ModelClient } from './model/client';
 import { InvalidInputError } from './problems';
 import { STATE_DIR } from './paths';
@@ -32,7 +32,14 @@ export async function checkEndpoint(loaded: LoadedConfig): Promise<void> {
   try {
     await new ModelClient(ep).listModels(AbortSignal.timeout(8000));
   } catch (e) {
-    throw new InvalidInputError([{ file: loaded.file, field: 'model.baseUrl', message: `${(e as Error).message}: start the model server or fix the URL` }]);
+    throw new InvalidInputError([
+      {
+        file: loaded.file,
+        line: configLine(loaded.file, ['model', 'baseUrl']),
+        field: 'model.baseUrl',
+        message: `${(e as Error).message.replace(/[.:]\s*$/, '')}; start the model server or fix the URL`,
+      },
+    ]);
   }
 }
 
@@ -45,20 +52,27 @@ export interface StartOptions {
   reuseFrom?: string[];
   checkEndpoint?: boolean;
   taskQueue?: string;
+  heartbeatTimeout?: string;
   /** Applied after validation, e.g. the demo's model server URL or `--compare full`. */
   adjust?: (config: LoadedConfig['config']) => void;
 }
 
 /** Validates everything, then starts the workflow; nothing is started on invalid input. */
-export async function startRun(client: Client, configFile: string, opts: StartOptions = {}): Promise<WorkflowHandle<typeof selfLearning>> {
+export async function startRun(
+  client: Client | (() => Promise<Client>),
+  configFile: string,
+  opts: StartOptions = {},
+): Promise<WorkflowHandle<typeof selfLearning>> {
   const loaded = validateAll(configFile);
   opts.adjust?.(loaded.config);
   if (opts.checkEndpoint !== false) await checkEndpoint(loaded);
   const workflowId = opts.runId ?? newRunId(loaded.config.name);
+  // Connecting lazily: bad input is reported even when Temporal is down, and without waiting for it.
+  if (typeof client === 'function') client = await client();
   return client.workflow.start(selfLearning, {
     taskQueue: opts.taskQueue ?? TASK_QUEUE,
     workflowId,
-    args: [runInput(loaded, opts.reuseFrom)],
+    args: [{ ...runInput(loaded, opts.reuseFrom), ...(opts.heartbeatTimeout ? { heartbeatTimeout: opts.heartbeatTimeout } : {}) }],
   });
 }
 

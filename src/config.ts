@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, LineCounter, parseDocument } from 'yaml';
 import { Config, ConfigSchema } from './schemas/config';
-import { fieldPath, InvalidInputError, Problem } from './problems';
+import { describeIssue, fieldPath, InvalidInputError, Problem } from './problems';
 import { readDataset } from './dataset/read';
 
 export interface LoadedConfig {
@@ -23,12 +23,16 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length) {
     throw new InvalidInputError(
-      doc.errors.map((e) => ({ file, line: e.linePos?.[0]?.line, message: `not valid YAML/JSON: ${e.message.split('\n')[0]}` })),
+      doc.errors.map((e) => ({
+        file,
+        line: e.linePos?.[0]?.line ?? (e.pos?.[0] !== undefined ? lineCounter.linePos(e.pos[0]).line : undefined),
+        message: `not valid YAML/JSON (${e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}): fix the syntax on this line`,
+      })),
     );
   }
   const raw = doc.toJS();
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new InvalidInputError([{ file, line: 1, message: 'the config must be a mapping of keys (see examples/agriculture/slearn.yaml)' }]);
+    throw new InvalidInputError([{ file, line: 1, message: 'the config must be a mapping of keys such as `name: ...`, `dataset: ...`, `model: ...`: see examples/agriculture/slearn.yaml' }]);
   }
 
   // Lines for fields: the value's node, or for an unknown key the key itself.
@@ -50,7 +54,7 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
           problems.push({ file, line: lineOf(issue.path, key), field: fieldPath([...issue.path, key]), message: 'unknown key (a typo?): remove it or check the spelling' });
         }
       } else {
-        problems.push({ file, line: lineOf(issue.path), field: fieldPath(issue.path), message: issue.message });
+        problems.push({ file, line: lineOf(issue.path), field: fieldPath(issue.path), message: describeIssue(issue, raw) });
       }
     }
     throw new InvalidInputError(problems);
@@ -63,7 +67,7 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
   if (config.artifacts) config.artifacts = abs(config.artifacts);
 
   for (const [field, p] of [['dataset', config.dataset], ['eval', config.eval]] as const) {
-    if (p && !existsSync(p)) problems.push({ file, line: lineOf([field]), field, message: `file not found: ${p} (paths are relative to the config file)` });
+    if (p && !existsSync(p)) problems.push({ file, line: lineOf([field]), field, message: `file not found: ${p}: check the path (relative paths are relative to the config file)` });
   }
   const endpoints: [string, Config['model'] | undefined][] = [
     ['model', config.model],
@@ -81,6 +85,21 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
   }
   if (problems.length) throw new InvalidInputError(problems);
   return { config, file: resolve(file) };
+}
+
+/** The line of a key in a config file (for problems found after loading, e.g. an unreachable endpoint). */
+export function configLine(file: string, path: readonly (string | number)[]): number | undefined {
+  try {
+    const lineCounter = new LineCounter();
+    const doc = parseDocument(readFileSync(file, 'utf8').replace(/^\uFEFF/, ''), { lineCounter });
+    for (let p = [...path]; p.length; p = p.slice(0, -1)) {
+      const node: any = doc.getIn(p, true);
+      if (node?.range) return lineCounter.linePos(node.range[0]).line;
+    }
+  } catch {
+    /* the line is a courtesy */
+  }
+  return undefined;
 }
 
 /** Config plus every dataset it names: all problems at once, or nothing. */

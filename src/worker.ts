@@ -1,4 +1,4 @@
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundle } from '@temporalio/worker';
 import { createActivities } from './activities';
 import { temporalAddress } from './temporal/address';
 import { trainerCommand } from './paths';
@@ -13,6 +13,13 @@ export interface WorkerOptions {
   onReady?: () => void;
 }
 
+let bundle: Promise<WorkflowBundle> | undefined;
+/** Bundled once per process: restarting workers in one process (tests, the demo) skips webpack. */
+function workflowBundle(): Promise<WorkflowBundle> {
+  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('./workflows'), logger: { log() {}, trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error } });
+  return bundle;
+}
+
 /** Workers for the given queues on one connection; resolves when they have all shut down. */
 export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal): Promise<void> {
   const connection = await NativeConnection.connect({ address: opts.address ?? temporalAddress() });
@@ -20,14 +27,14 @@ export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal)
   const queues = opts.queues?.length ? opts.queues : [TASK_QUEUE, TRAIN_TASK_QUEUE];
   try {
     const workers = await Promise.all(
-      queues.map((taskQueue) =>
+      queues.map(async (taskQueue) =>
         Worker.create({
           connection,
           namespace: opts.namespace ?? 'default',
           taskQueue,
           activities,
           // Only the main queue hosts workflows; the train queue is activities only.
-          ...(taskQueue === TASK_QUEUE ? { workflowsPath: require.resolve('./workflows') } : {}),
+          ...(taskQueue === TASK_QUEUE ? { workflowBundle: await workflowBundle() } : {}),
           // A killed trainer must be noticed quickly: let shutdown wait for cancellation to land.
           shutdownGraceTime: '10s',
         }),

@@ -9,7 +9,7 @@ import {
   PromptCompletionLineSchema,
   QaLineSchema,
 } from '../schemas/dataset';
-import { fieldPath, Problem } from '../problems';
+import { describeIssue, describeValue, fieldPath, Problem } from '../problems';
 
 export const MAX_LINE_BYTES = 1 << 20;
 const MAX_PROBLEMS = 200;
@@ -50,11 +50,11 @@ function normalise(format: DatasetFormat, v: any): Omit<Item, 'id'> & { id?: str
     case 'chat': {
       const msgs = v.messages as { role: string; content: string }[];
       const last = msgs[msgs.length - 1];
-      if (last.role !== 'assistant') return 'the last message must be the assistant\'s answer';
+      if (last.role !== 'assistant') return `the last message is "${last.role}": end with the assistant's reference answer`;
       const user = [...msgs.slice(0, -1)].reverse().find((m) => m.role === 'user');
-      if (!user) return 'needs a user message before the assistant\'s answer';
-      if (!user.content.trim()) return 'the user message is empty';
-      if (!last.content.trim()) return 'the assistant message is empty';
+      if (!user) return 'no user message before the assistant\'s answer: add the question as a "user" message';
+      if (!user.content.trim()) return 'the user message is empty: write the question';
+      if (!last.content.trim()) return 'the assistant message is empty: write the reference answer';
       return { ...base, question: user.content.trim(), answer: last.content.trim() };
     }
   }
@@ -112,11 +112,11 @@ export function readDataset(file: string, displayName = file): DatasetReadResult
     try {
       obj = JSON.parse(text);
     } catch (e) {
-      add({ line: lineNo, message: `invalid JSON (${(e as Error).message}): each line must be one JSON object` });
+      add({ line: lineNo, message: `invalid JSON (${(e as Error).message}): fix this line; each line must be one complete JSON object` });
       continue;
     }
     if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
-      add({ line: lineNo, message: 'each line must be a JSON object such as {"question": "...", "answer": "..."}' });
+      add({ line: lineNo, message: `not a JSON object (got ${describeValue(obj)}): write each line as an object such as {"question": "...", "answer": "..."}` });
       continue;
     }
     const lineFormat = detectFormat(obj as Record<string, unknown>);
@@ -140,7 +140,8 @@ export function readDataset(file: string, displayName = file): DatasetReadResult
       for (const issue of parsed.error.issues) {
         const keys = (issue as { keys?: string[] }).keys;
         const field = keys?.length ? keys.join(', ') : fieldPath(issue.path) || undefined;
-        const message = issue.code === 'unrecognized_keys' ? `unknown field${keys!.length > 1 ? 's' : ''} for the ${format} format: remove or rename` : issue.message.replace(/^Invalid input: expected (\w+), received undefined$/, 'missing (required)');
+        const message =
+          issue.code === 'unrecognized_keys' ? `unknown field${keys!.length > 1 ? 's' : ''} for the ${format} format: remove or rename` : describeIssue(issue, obj);
         add({ line: lineNo, field, message });
       }
       continue;
@@ -154,7 +155,7 @@ export function readDataset(file: string, displayName = file): DatasetReadResult
     if (id !== undefined) {
       const first = seenIds.get(id);
       if (first !== undefined) {
-        add({ line: lineNo, field: 'id', message: `duplicate id "${id}" (first on line ${first}): ids must be unique` });
+        add({ line: lineNo, field: 'id', message: `duplicate id "${id}" (first on line ${first}): give each item its own id` });
         continue;
       }
     } else {

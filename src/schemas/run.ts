@@ -12,6 +12,8 @@ export interface RunInput {
   artifactRoot: string;
   /** Earlier runs whose completed steps may be reused when their inputs match (`slearn resume`). */
   reuseFrom?: string[];
+  /** How soon a silent activity counts as lost (default 1 minute); tests use seconds. */
+  heartbeatTimeout?: string;
 }
 
 export interface Counts {

@@ -7,6 +7,7 @@ import {
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
+import type { Duration } from '@temporalio/common';
 import type { Activities } from '../activities';
 import type { Progress, RunInput, RunResult, RunState, ShardResult, TrainProgress } from '../schemas/run';
 import { TRAIN_TASK_QUEUE } from '../schemas/run';
@@ -16,25 +17,26 @@ export const trainProgressSignal = defineSignal<[TrainProgress]>('trainProgress'
 
 // Timeouts and retry policies, in one place. Short steps retry quickly; model calls honour the
 // endpoint's Retry-After through nextRetryDelay; long steps heartbeat so a dead worker is noticed in
-// a minute rather than after the start-to-close timeout.
-const { prepare, filter, report } = proxyActivities<Activities>({
-  startToCloseTimeout: '30 minutes',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 10, nonRetryableErrorTypes: ['InvalidInput'] },
-});
-
-const { answerShard, gradeShard, evaluate } = proxyActivities<Activities>({
-  startToCloseTimeout: '2 hours',
-  heartbeatTimeout: '2 minutes',
-  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 20, nonRetryableErrorTypes: ['ModelConfigError'] },
-});
-
-const { train } = proxyActivities<Activities>({
-  taskQueue: TRAIN_TASK_QUEUE,
-  startToCloseTimeout: '24 hours',
-  heartbeatTimeout: '1 minute',
-  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 10, nonRetryableErrorTypes: ['TrainerError'] },
-});
+// a minute rather than after the start-to-close timeout. Tests shorten the heartbeat timeout.
+function steps(heartbeatTimeout: Duration = '1 minute') {
+  const { prepare, filter, report } = proxyActivities<Activities>({
+    startToCloseTimeout: '30 minutes',
+    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 10, nonRetryableErrorTypes: ['InvalidInput'] },
+  });
+  const { answerShard, gradeShard, evaluate } = proxyActivities<Activities>({
+    startToCloseTimeout: '4 hours',
+    heartbeatTimeout,
+    retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 20, nonRetryableErrorTypes: ['ModelConfigError'] },
+  });
+  const { train } = proxyActivities<Activities>({
+    taskQueue: TRAIN_TASK_QUEUE,
+    startToCloseTimeout: '48 hours',
+    heartbeatTimeout,
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 10, nonRetryableErrorTypes: ['TrainerError'] },
+  });
+  return { prepare, answerShard, gradeShard, filter, train, evaluate, report };
+}
 
 /** Continue-as-new keeps a million-item run's history far below Temporal's limits. */
 function historyIsLarge(): boolean {
@@ -49,6 +51,7 @@ function historyIsLarge(): boolean {
  */
 export async function selfLearning(input: RunInput, carried?: RunState): Promise<RunResult> {
   const runId = workflowInfo().workflowId;
+  const { prepare, answerShard, gradeShard, filter, train, evaluate, report } = steps(input.heartbeatTimeout as Duration | undefined);
   const state: RunState = carried ?? {
     nextShard: 0,
     progress: {

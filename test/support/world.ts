@@ -1,0 +1,37 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+
+/** A synthetic domain: questions whose answers the fake endpoint knows, and a config for it. */
+export function makeWorld(n: number, prefix = 'q') {
+  return Array.from({ length: n }, (_, i) => ({
+    id: `${prefix}-${String(i).padStart(5, '0')}`,
+    question: `What is the code word number ${i} of the test domain?`,
+    answer: `word${i}`,
+    aliases: [`w${i}`],
+  }));
+}
+
+export function writeJsonl(file: string, rows: unknown[]): string {
+  writeFileSync(file, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  return file;
+}
+
+export function writeConfig(dir: string, baseUrl: string, overrides: Record<string, unknown> = {}): string {
+  const config = {
+    name: 'test-run',
+    dataset: 'train.jsonl',
+    model: { baseUrl, name: 'fake-model', timeoutSeconds: 5 },
+    answer: { samples: 1, temperature: 0, maxTokens: 16, concurrency: 4, chunkSize: 4 },
+    grader: { type: 'match' },
+    filter: { knownThreshold: 1.0, replayKnownFraction: 0 },
+    train: { epochs: 2, saveSteps: 2 },
+    shardSize: 8,
+    shardConcurrency: 2,
+    artifacts: './artifacts',
+    ...overrides,
+  };
+  const file = join(dir, 'slearn.yaml');
+  writeFileSync(file, stringify(config));
+  return file;
+}
