@@ -8,13 +8,15 @@ import { ModelClient } from './model/client';
 import { InvalidInputError } from './problems';
 import { STATE_DIR } from './paths';
 import { temporalAddress } from './temporal/address';
+import { dataConverter } from './temporal/dataConverter';
 import type { StepRecord } from './schemas/artifacts';
 import { TASK_QUEUE, type Progress, type RunInput, type RunResult } from './schemas/run';
 import { progressQuery, selfLearning } from './workflows';
 
 export async function connect(address = temporalAddress()): Promise<Client> {
+  const converter = dataConverter(); // a malformed SLEARN_PAYLOAD_KEY fails here, before connecting
   const connection = await Connection.connect({ address });
-  return new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' });
+  return new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default', dataConverter: converter });
 }
 
 export function defaultArtifactRoot(config: LoadedConfig['config']): string {
@@ -109,17 +111,21 @@ export interface Audit {
 const EventType = temporal.api.enums.v1.EventType;
 const ms = (t?: { seconds?: unknown; nanos?: number | null } | null) => (t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : 0);
 
-function summariseInput(payloads: unknown): string {
+/**
+ * The first value of a history event's payloads, decoded through the client's codecs: with
+ * SLEARN_PAYLOAD_KEY set the raw history holds only ciphertext.
+ */
+export async function payloadValue<T = unknown>(client: Client, payloads: { payloads?: temporal.api.common.v1.IPayload[] | null } | null | undefined): Promise<T | undefined> {
+  let p = payloads?.payloads?.[0];
+  if (!p) return undefined;
+  const { payloadCodecs, payloadConverter } = client.options.loadedDataConverter;
+  for (const codec of [...payloadCodecs].reverse()) [p] = await codec.decode([p]);
+  return payloadConverter.fromPayload<T>(p);
+}
+
+function summariseInput(v: unknown): string {
   // Inputs are references and small numbers; show which shard or step, not the whole JSON.
-  try {
-    const p = (payloads as { payloads?: { data?: Uint8Array }[] })?.payloads?.[0]?.data;
-    if (!p) return '';
-    const v = JSON.parse(Buffer.from(p).toString('utf8'));
-    if (typeof v?.shard === 'number') return `shard ${v.shard}`;
-    return '';
-  } catch {
-    return '';
-  }
+  return typeof (v as { shard?: unknown })?.shard === 'number' ? `shard ${(v as { shard: number }).shard}` : '';
 }
 
 /** Timeline of every run in a workflow's continue-as-new chain, plus the artifact lineage. */
@@ -140,13 +146,12 @@ export async function audit(client: Client, workflowId: string): Promise<Audit> 
     for (const e of events) {
       const id = Number(e.eventId);
       if (e.eventType === EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED && !input) {
-        const d = e.workflowExecutionStartedEventAttributes?.input?.payloads?.[0]?.data;
-        if (d) input = JSON.parse(Buffer.from(d).toString('utf8'));
+        input = await payloadValue<RunInput>(client, e.workflowExecutionStartedEventAttributes?.input);
       } else if (e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) {
         const a = e.activityTaskScheduledEventAttributes!;
         byScheduled.set(id, {
           activity: a.activityType?.name ?? '?',
-          input: summariseInput(a.input),
+          input: summariseInput(await payloadValue(client, a.input).catch(() => undefined)),
           scheduled: new Date(ms(e.eventTime)).toISOString(),
           attempts: 0,
           outcome: 'running',
@@ -177,8 +182,7 @@ export async function audit(client: Client, workflowId: string): Promise<Audit> 
         }
         if (e.eventType === EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW) continued = true;
         if (e.eventType === EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED) {
-          const d = e.workflowExecutionCompletedEventAttributes?.result?.payloads?.[0]?.data;
-          if (d) result = JSON.parse(Buffer.from(d).toString('utf8'));
+          result = (await payloadValue<RunResult>(client, e.workflowExecutionCompletedEventAttributes?.result)) ?? result;
         }
       }
     }

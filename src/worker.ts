@@ -1,6 +1,7 @@
 import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundle } from '@temporalio/worker';
 import { createActivities } from './activities';
 import { temporalAddress } from './temporal/address';
+import { dataConverter } from './temporal/dataConverter';
 import { trainerCommand } from './paths';
 import { TASK_QUEUE, TRAIN_TASK_QUEUE } from './schemas/run';
 
@@ -22,6 +23,7 @@ function workflowBundle(): Promise<WorkflowBundle> {
 
 /** Workers for the given queues on one connection; resolves when they have all shut down. */
 export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal): Promise<void> {
+  const converter = dataConverter(); // payload encryption when SLEARN_PAYLOAD_KEY is set; a bad key fails before connecting
   const connection = await NativeConnection.connect({ address: opts.address ?? temporalAddress() });
   const activities = createActivities({ trainerCommand: opts.trainer ?? trainerCommand() });
   const queues = opts.queues?.length ? opts.queues : [TASK_QUEUE, TRAIN_TASK_QUEUE];
@@ -33,9 +35,13 @@ export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal)
           namespace: opts.namespace ?? 'default',
           taskQueue,
           activities,
+          dataConverter: converter,
           // Only the main queue hosts workflows; the train queue is activities only.
           ...(taskQueue === TASK_QUEUE ? { workflowBundle: await workflowBundle() } : {}),
-          // A killed trainer must be noticed quickly: let shutdown wait for cancellation to land.
+          // Heartbeats carry cancellation back: a cancelled run must stop its trainer in seconds, not
+          // after the default throttle of up to a minute. Heartbeats are small, so this is cheap.
+          maxHeartbeatThrottleInterval: '3s',
+          defaultHeartbeatThrottleInterval: '3s',
           shutdownGraceTime: '10s',
         }),
       ),

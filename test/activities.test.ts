@@ -59,18 +59,18 @@ describe('activities in MockActivityEnvironment', () => {
     rmSync(store.runDir('unit-resume', 'steps', 'answer-000001.json'));
     rmSync(join(work, readdirSync(work).sort()[2]));
     const before = fake.stats.chat;
-    const env = new MockActivityEnvironment({ attempt: 2, heartbeatDetails: { chunksDone: 2, chunksTotal: 3, itemsDone: 8, resumedAtChunk: 0 } });
+    const env = new MockActivityEnvironment({ attempt: 2, heartbeatDetails: { phase: 'answer-000001', chunksDone: 2, chunksTotal: 3, itemsDone: 8, resumedAtChunk: 0 } });
     const beats: ChunkProgress[] = [];
     env.on('heartbeat', (d: ChunkProgress) => beats.push(d));
     const r = await run(env, answerShard, { ctx, shard: 1 });
     expect(fake.stats.chat - before).toBe(4);
     expect(r.answers.count).toBe(12);
-    expect(beats).toEqual([{ chunksDone: 3, chunksTotal: 3, itemsDone: 12, resumedAtChunk: 2 }]);
+    expect(beats).toEqual([{ phase: 'answer-000001', chunksDone: 3, chunksTotal: 3, itemsDone: 12, resumedAtChunk: 2 }]);
   });
 
   it('refuses to resume when heartbeat details and the store disagree (store not shared)', async () => {
     const ctx = (await prep({ shardSize: 12 }, 'unit-mismatch')).ctx;
-    const env = new MockActivityEnvironment({ attempt: 2, heartbeatDetails: { chunksDone: 2, chunksTotal: 3, itemsDone: 8, resumedAtChunk: 0 } });
+    const env = new MockActivityEnvironment({ attempt: 2, heartbeatDetails: { phase: 'answer-000000', chunksDone: 2, chunksTotal: 3, itemsDone: 8, resumedAtChunk: 0 } });
     await expect(run(env, answerShard, { ctx, shard: 0 })).rejects.toThrow(/artifact store shared/);
   });
 

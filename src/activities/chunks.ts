@@ -1,11 +1,13 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import pLimit from 'p-limit';
 import { atomicWrite, parseJsonl } from '../artifacts/store';
 import { ModelCallError, classifyError } from '../model/client';
 import { attempt, heartbeat, previousHeartbeat, toFailure } from './context';
 
 export interface ChunkProgress {
+  /** Which pass of the activity (an activity such as evaluate runs more than one). */
+  phase: string;
   chunksDone: number;
   chunksTotal: number;
   itemsDone: number;
@@ -45,7 +47,7 @@ export async function runChunked<I extends { id: string }, O>(opts: {
   const last = previousHeartbeat<ChunkProgress>();
   let resumedAtChunk = 0;
   while (resumedAtChunk < chunksTotal && existsSync(chunkFile(resumedAtChunk))) resumedAtChunk++;
-  if (last && last.chunksDone > resumedAtChunk) {
+  if (last && last.phase === basename(dir) && last.chunksDone > resumedAtChunk) {
     throw new Error(`heartbeat says ${last.chunksDone} chunks were flushed but ${dir} has ${resumedAtChunk}: is the artifact store shared by all workers?`);
   }
   for (let k = 0; k < chunksTotal; k++) {
@@ -69,7 +71,7 @@ export async function runChunked<I extends { id: string }, O>(opts: {
     atomicWrite(chunkFile(k), out.map((o) => JSON.stringify(o)).join('\n') + '\n');
     results.push(...out);
     itemsDone += slice.length;
-    const progress: ChunkProgress = { chunksDone: k + 1, chunksTotal, itemsDone, resumedAtChunk };
+    const progress: ChunkProgress = { phase: basename(dir), chunksDone: k + 1, chunksTotal, itemsDone, resumedAtChunk };
     heartbeat(progress);
     opts.onChunk?.(progress);
   }

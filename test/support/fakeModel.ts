@@ -64,6 +64,8 @@ export interface FakeModelStats {
   faultsInjected: Record<string, number>;
   /** Judge requests (every attempt). */
   judge: number;
+  /** Every distinct `Authorization` header received (so a test can see that a key was sent). */
+  authorizations: Set<string>;
 }
 
 export interface FakeModel {
@@ -168,7 +170,7 @@ export async function startFakeModel(opts: FakeModelOptions): Promise<FakeModel>
   const rand = prng(plan?.seed ?? 1);
   const faultsPerKey = new Map<string, number>();
 
-  const stats: FakeModelStats = { total: 0, chat: 0, perQuestion: new Map(), faultsInjected: {}, judge: 0 };
+  const stats: FakeModelStats = { total: 0, chat: 0, perQuestion: new Map(), faultsInjected: {}, judge: 0, authorizations: new Set() };
   const sockets = new Set<Socket>();
   let seq = 0;
 
@@ -376,6 +378,7 @@ export async function startFakeModel(opts: FakeModelOptions): Promise<FakeModel>
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     stats.total++;
+    if (req.headers.authorization) stats.authorizations.add(req.headers.authorization);
     if (latencyMs > 0) await new Promise((r) => setTimeout(r, latencyMs));
     const path = (req.url ?? '/').split('?')[0].replace(/\/+$/, '') || '/';
     const method = req.method ?? 'GET';
