@@ -40,6 +40,14 @@ test: setup
 test-ts: setup
 	npx jest --runInBand
 
+# The heavy fault test: ten SIGKILLs across a 2,000-item run with the real trainer (also part of `make test`).
+chaos: setup
+	npx jest --runInBand test/chaos.test.ts
+
+# Throughput of the loop through Temporal vs a plain loop, and history events per 1,000 items.
+bench: setup
+	npx tsx bench/throughput.ts 2000
+
 test-py: setup
 	$(PY) -m pytest -q trainer/tests
 

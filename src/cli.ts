@@ -55,6 +55,7 @@ function program(): Command {
     .action(async (o) => {
       // Loaded only here: the worker package (native core, webpack) is heavy for the other commands.
       const { runWorkers } = await import('./worker');
+      (await import('./temporal/logging')).installLogger();
       await runWorkers({ queues: o.queue, onReady: () => console.error(`slearn worker ready on ${o.queue.join(', ')} (pid ${process.pid})`) }, abortOnSignals());
     });
 

@@ -9,6 +9,7 @@ import { STATE_DIR, trainerCommand } from './paths';
 import { renderHtml, renderMarkdown, type ReportData } from './report/render';
 import { freePort, startDevServer, type DevServer } from './temporal/devServer';
 import { runWorkers } from './worker';
+import { installLogger } from './temporal/logging';
 import type { RunResult } from './schemas/run';
 import { pct } from './metrics';
 import { reportDir } from './activities/report';
@@ -53,6 +54,8 @@ export async function runDemo(opts: { configFile: string; compareFull: boolean }
   const configFile = resolve(opts.configFile);
   if (!existsSync(configFile)) throw new Error(`${configFile} not found: run the demo from the project root`);
   mkdirSync(STATE_DIR, { recursive: true });
+  // The demo shows its own progress; the SDK speaks only when something is wrong.
+  installLogger('WARN');
   let server: DevServer | undefined;
   let model: { baseUrl: string; proc: ChildProcess } | undefined;
   const workerStop = new AbortController();

@@ -1,5 +1,6 @@
 import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundle } from '@temporalio/worker';
 import { createActivities } from './activities';
+import { installLogger } from './temporal/logging';
 import { temporalAddress } from './temporal/address';
 import { dataConverter } from './temporal/dataConverter';
 import { trainerCommand } from './paths';
@@ -56,6 +57,7 @@ export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal)
 }
 
 if (require.main === module) {
+  installLogger();
   const queues = process.argv.slice(2).filter((a) => !a.startsWith('-'));
   const ac = new AbortController();
   for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => ac.abort());

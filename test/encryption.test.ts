@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Payload } from '@temporalio/common';
 import { audit, connect, payloadValue, startRun } from '../src/client';
@@ -77,8 +77,10 @@ describe('the AES-256-GCM payload codec', () => {
 
 describe('a whole run with SLEARN_PAYLOAD_KEY set', () => {
   const marker = `zq${randomBytes(6).toString('hex')}`;
-  // The marker is in the directory (so in every path), the config name and every question.
-  const dir = tempDir(`slearn-enc-${marker}-`);
+  // The marker is in the data directory (so in every path), the config name and every question;
+  // not in `dir`, whose path the dev server records in its own database.
+  const dir = tempDir('slearn-enc-');
+  const data = join(dir, `data-${marker}`);
   const world = makeWorld(12).map((w) => ({ ...w, question: `In the ${marker} domain, ${w.question}` }));
   const saved = process.env[KEY_ENV];
   let fake: FakeModel;
@@ -106,8 +108,9 @@ describe('a whole run with SLEARN_PAYLOAD_KEY set', () => {
   });
 
   it('stores only ciphertext in Temporal, while a client with the key reads the result and the audit', async () => {
-    writeJsonl(join(dir, `train-${marker}.jsonl`), world);
-    const configFile = writeConfig(dir, fake.baseUrl, { name: `cfg-${marker}`, dataset: `train-${marker}.jsonl` });
+    mkdirSync(data);
+    writeJsonl(join(data, `train-${marker}.jsonl`), world);
+    const configFile = writeConfig(data, fake.baseUrl, { name: `cfg-${marker}`, dataset: `train-${marker}.jsonl` });
     const client = await connect(server.address);
     const handle = await startRun(client, configFile, { runId: 'enc-run' });
     const result = (await handle.result()) as RunResult;

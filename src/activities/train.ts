@@ -56,6 +56,7 @@ export function makeTrain(deps: TrainDeps) {
       let errorEvent: Extract<TrainerEvent, { event: 'error' }> | undefined;
       const losses: { step: number; loss: number; epoch?: number }[] = [];
       let lastSignal = 0;
+      let firstStep: { step: number; t: number } | undefined;
       const report = (force = false) => {
         if (!inActivity()) return;
         const c = Context.current();
@@ -84,6 +85,8 @@ export function makeTrain(deps: TrainDeps) {
             progress.step = e.resumed_from_step;
             return report(true);
           case 'progress':
+            firstStep ??= { step: e.step, t: Date.now() };
+            if (e.step > firstStep.step) progress.stepsPerSecond = (e.step - firstStep.step) / ((Date.now() - firstStep.t) / 1000);
             progress.step = e.step;
             progress.totalSteps = e.total_steps;
             if (typeof e.loss === 'number') {

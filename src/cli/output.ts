@@ -30,8 +30,8 @@ export function progressLine(p: Progress): string {
   const elapsed = (Date.now() - p.startedAt) / 1000;
   const done = p.shardsTotal ? p.shardsDone / p.shardsTotal : 0;
   if (p.stage === 'answer-grade' && done > 0 && done < 1) parts.push(`ETA ${Math.round((elapsed / done) * (1 - done))}s (answering)`);
-  if (p.stage === 'train' && p.train?.totalSteps && p.train.step > (p.train.resumedFromStep ?? 0)) {
-    parts.push(`ETA ${Math.round(((p.train.totalSteps - p.train.step) * elapsed) / Math.max(1, p.train.step))}s (training, rough)`);
+  if (p.stage === 'train' && p.train?.totalSteps && p.train.stepsPerSecond) {
+    parts.push(`ETA ${Math.round((p.train.totalSteps - p.train.step) / p.train.stepsPerSecond)}s (training)`);
   }
   if (p.continuedAsNew) parts.push(`continued-as-new ${p.continuedAsNew}×`);
   return parts.join(' | ');

@@ -42,6 +42,12 @@ export function classifyError(err: unknown, endpoint: Pick<Endpoint, 'baseUrl' |
   return new ModelCallError(`call to ${endpoint.baseUrl} failed: ${(err as Error)?.message ?? String(err)}`, 'transient');
 }
 
+/** An endpoint may quote the key it refused ("Incorrect API key provided: sk-..."): never pass it on to history or logs. */
+export function redactSecret(e: ModelCallError, secret: string | null | undefined): ModelCallError {
+  if (!secret || secret.length < 4 || !e.message.includes(secret)) return e;
+  return new ModelCallError(e.message.split(secret).join('[redacted]'), e.kind, e.status, e.retryAfterSeconds);
+}
+
 export interface ChatOptions {
   n?: number;
   temperature?: number;
@@ -95,7 +101,7 @@ export class ModelClient {
         for (const c of res.choices) out.push(c.message?.content ?? '');
       }
     } catch (err) {
-      throw classifyError(err, this.endpoint);
+      throw redactSecret(classifyError(err, this.endpoint), this.openai.apiKey);
     }
     return out.slice(0, n);
   }
@@ -122,7 +128,7 @@ export class ModelClient {
     const text = await res.text();
     if (res.status === 400 && /already (been )?loaded/i.test(text)) return;
     const kind: FailureKind = res.status >= 500 || res.status === 429 ? 'transient' : 'fatal';
-    throw new ModelCallError(`loading adapter ${name} from ${path} failed (${res.status}): ${text.slice(0, 500)}`, kind, res.status);
+    throw redactSecret(new ModelCallError(`loading adapter ${name} from ${path} failed (${res.status}): ${text.slice(0, 500)}`, kind, res.status), this.openai.apiKey);
   }
 
   async listModels(signal?: AbortSignal): Promise<string[]> {
@@ -130,7 +136,7 @@ export class ModelClient {
       const page = await this.openai.models.list({ signal, maxRetries: 0, timeout: 5000 });
       return page.data.map((m) => m.id);
     } catch (err) {
-      throw classifyError(err, this.endpoint);
+      throw redactSecret(classifyError(err, this.endpoint), this.openai.apiKey);
     }
   }
 }

@@ -102,6 +102,8 @@ export interface TrainProgress {
   loss?: number;
   checkpoint?: string;
   resumedFromStep?: number;
+  /** Measured over this attempt, for the ETA. */
+  stepsPerSecond?: number;
 }
 
 export interface Progress {

@@ -13,7 +13,7 @@
  * A FaultPlan injects failures into chat completions (only into requests that passed validation,
  * so 400/404 behaviour stays deterministic), drawn from a seeded PRNG in request order.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
@@ -355,9 +355,23 @@ export async function startFakeModel(opts: FakeModelOptions): Promise<FakeModel>
       // vLLM's wording; ModelClient treats it as success (idempotent retries).
       throw new HttpError(400, `The lora adapter '${name}' has already been loaded.`, 'InvalidUserInput', 'lora_name');
     }
-    const file = join(path, 'slearn-fake-adapter.json');
+    let file = join(path, 'slearn-fake-adapter.json');
     let trained: Map<string, string>;
     try {
+      if (!existsSync(file) && existsSync(join(path, 'adapter_config.json')) && existsSync(join(path, '..', 'train.jsonl'))) {
+        // A real PEFT adapter (from the real trainer): the fake "learns" the training set that
+        // slearn's train step keeps beside it, so evaluation stays deterministic.
+        file = join(path, '..', 'train.jsonl');
+        trained = new Map(
+          readFileSync(file, 'utf8')
+            .split('\n')
+            .filter((l) => l.trim())
+            .map((l) => JSON.parse(l).messages as { role: string; content: string }[])
+            .map((m) => [m.filter((x) => x.role === 'user').at(-1)!.content.trim(), m.at(-1)!.content] as [string, string]),
+        );
+        adapters.set(name, { name, path, trained, created: Math.floor(Date.now() / 1000) });
+        return sendText(res, 200, `Success: LoRA adapter '${name}' added successfully.`);
+      }
       const parsed = JSON.parse(readFileSync(file, 'utf8')) as { trained?: { question: string; answer: string }[] };
       if (!Array.isArray(parsed.trained)) throw new Error('"trained" must be an array');
       trained = new Map(parsed.trained.map((t) => [String(t.question).trim(), String(t.answer)]));

@@ -1,0 +1,164 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { startRun } from '../src/client';
+import { runWorkers } from '../src/worker';
+import { ArtifactStore } from '../src/artifacts/store';
+import { trainerCommand } from '../src/paths';
+import { progressQuery } from '../src/workflows';
+import type { DecisionRecord } from '../src/activities/filter';
+import type { Progress, RunResult } from '../src/schemas/run';
+import { startFakeModel, type FakeModel } from './support/fakeModel';
+import { temporal, tempDir, waitFor, workerProcess, type WorkerProcess } from './support/stack';
+import { makeWorld, writeConfig, writeJsonl } from './support/world';
+
+/**
+ * `make chaos`: 2,000 items, the worker SIGKILLed ten times across every stage (answering, grading,
+ * filtering, training with the real trainer on a tiny set, evaluating), restarted each time.
+ */
+const N = 2000;
+const CHUNK = 10;
+const SHARDS_IN_FLIGHT = 2;
+const TRAINER = trainerCommand();
+
+function settings(baseUrl: string) {
+  return {
+    shardSize: 100,
+    shardConcurrency: SHARDS_IN_FLIGHT,
+    answer: { samples: 1, temperature: 0, maxTokens: 16, concurrency: 5, chunkSize: CHUNK },
+    // ~0.5% unknown: a tiny training set for the real trainer on CPU.
+    train: { base: 'smollm2-135m-instruct', epochs: 3, learningRate: 1e-3, saveSteps: 2, extraArgs: ['--batch-size', '2', '--max-seq-len', '64'] },
+    model: { baseUrl, name: 'fake-model', timeoutSeconds: 10 },
+  };
+}
+
+/** Trainer processes whose command line names this output directory. */
+function trainersOn(outDir: string): number {
+  try {
+    return execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes('slearn_trainer') && l.includes(' train ') && l.includes(outDir)).length;
+  } catch {
+    return 0;
+  }
+}
+
+describe('chaos: ten SIGKILLs across all stages of a 2,000-item run', () => {
+  it('completes with the outputs of an uninterrupted run, nothing lost, nothing duplicated, one trainer at a time', async () => {
+    const world = makeWorld(N);
+    const serverDir = tempDir();
+    const server = await temporal(serverDir);
+
+    // Reference: the same run, no faults, in-process worker.
+    const refDir = tempDir();
+    const refFake = await startFakeModel({ items: world, knownPercent: 99.5 });
+    const stopRef = new AbortController();
+    let ready!: () => void;
+    const isReady = new Promise<void>((r) => (ready = r));
+    const refWorker = runWorkers({ address: server.address, trainer: TRAINER, onReady: ready }, stopRef.signal);
+    await isReady;
+    writeJsonl(join(refDir, 'train.jsonl'), world);
+    const ref = (await (await startRun(server.client, writeConfig(refDir, refFake.baseUrl, settings(refFake.baseUrl)), { runId: 'chaos-ref' })).result()) as RunResult;
+    stopRef.abort();
+    await refWorker;
+    await refFake.close();
+    expect(ref.filter.kept).toBeGreaterThan(3);
+    expect(ref.filter.kept).toBeLessThan(30);
+
+    const dir = tempDir();
+    const fake: FakeModel = await startFakeModel({ items: world, knownPercent: 99.5, latencyMs: 4 });
+    writeJsonl(join(dir, 'train.jsonl'), world);
+    const runId = 'chaos';
+    const trainDir = join(dir, 'artifacts', 'runs', runId, 'train');
+    const env = { SLEARN_TRAINER: JSON.stringify(TRAINER) };
+    let w: WorkerProcess = workerProcess(server.address, env);
+    const workers = [w];
+    let mostTrainers = 0;
+    const sampler = setInterval(() => (mostTrainers = Math.max(mostTrainers, trainersOn(trainDir))), 150);
+    const kills: { stage: string; chat: number }[] = [];
+    let last: Progress | undefined;
+    const progress = async () => {
+      try {
+        last = await server.client.workflow.getHandle(runId).query(progressQuery);
+      } catch {
+        /* no worker to answer right now */
+      }
+      return last;
+    };
+    const killAndRestart = async () => {
+      kills.push({ stage: last?.stage ?? '?', chat: fake.stats.chat });
+      w.proc.kill('SIGKILL');
+      await w.exited;
+      w = workerProcess(server.address, env);
+      workers.push(w);
+      await w.ready;
+    };
+    const checkpoints = () => (existsSync(trainDir) ? readdirSync(trainDir).filter((f) => /^checkpoint-\d+$/.test(f)).length : 0);
+    try {
+      await w.ready;
+      const handle = await startRun(server.client, writeConfig(dir, fake.baseUrl, settings(fake.baseUrl)), { runId, heartbeatTimeout: '3 seconds' });
+
+      // 1–4: answering and grading.
+      for (const at of [150, 600, 1100, 1600]) {
+        await waitFor(() => fake.stats.chat >= at, 120_000, `${at} requests`);
+        await killAndRestart();
+      }
+      // 5: as soon as answering is over (filter, or the start of training).
+      await waitFor(async () => ['filter', 'train'].includes((await progress())?.stage ?? ''), 180_000, 'the filter stage');
+      await killAndRestart();
+      // 6–8: training, each after a new checkpoint.
+      for (let k = 0; k < 3; k++) {
+        const seen = checkpoints();
+        await waitFor(() => checkpoints() > seen || (last?.stage === 'evaluate'), 240_000, 'a new checkpoint');
+        if ((await progress())?.stage !== 'train') break;
+        await killAndRestart();
+      }
+      // 9–10: evaluating (two passes of N requests after answering's N).
+      const evalStart = Math.max(fake.stats.chat, N);
+      for (const extra of [700, 2600]) {
+        await waitFor(() => fake.stats.chat >= evalStart + extra, 240_000, `evaluation requests past ${evalStart + extra}`);
+        await killAndRestart();
+      }
+      // Top up to at least ten kills with kills at random moments while the run lasts.
+      while (kills.length < 10 && (await progress())?.stage !== 'done') {
+        await new Promise((r) => setTimeout(r, 300 + ((kills.length * 7919) % 900)));
+        await killAndRestart();
+      }
+      const result = (await handle.result()) as RunResult;
+      clearInterval(sampler);
+
+      expect(kills.length).toBeGreaterThanOrEqual(10);
+      const stages = new Set(kills.map((k) => k.stage));
+      expect(stages.has('answer-grade')).toBe(true);
+      expect(stages.has('train')).toBe(true);
+      expect(stages.has('evaluate')).toBe(true);
+
+      // Same outputs as the uninterrupted run.
+      expect(result.counts).toEqual(ref.counts);
+      expect(result.filter.trainSet.sha256).toBe(ref.filter.trainSet.sha256);
+      expect(result.filter.decisions.sha256).toBe(ref.filter.decisions.sha256);
+      expect(result.evaluation.base).toEqual(ref.evaluation.base);
+      expect(result.evaluation.tuned).toEqual(ref.evaluation.tuned);
+      expect(result.train.steps).toBe(ref.train.steps);
+
+      // Every item exactly once in the decisions file.
+      const decisions = new ArtifactStore(join(dir, 'artifacts')).readJsonl<DecisionRecord>(result.filter.decisions);
+      expect(decisions).toHaveLength(N);
+      expect(new Set(decisions.map((d) => d.id)).size).toBe(N);
+
+      // Redone requests: at most the unflushed chunk of each shard in flight, per kill.
+      let redone = 0;
+      for (const q of world) redone += Math.max(0, (fake.stats.perQuestion.get(q.question) ?? 0) - 3);
+      expect(redone).toBeLessThanOrEqual(kills.length * SHARDS_IN_FLIGHT * CHUNK);
+
+      // Never two trainers on one output directory.
+      expect(mostTrainers).toBeLessThanOrEqual(1);
+      console.log(`chaos: ${kills.length} kills (${kills.map((k) => k.stage).join(', ')}), ${redone} requests redone, resumed training from step ${result.train.resumedFromStep}`);
+    } finally {
+      clearInterval(sampler);
+      for (const x of workers) x.proc.kill('SIGKILL');
+      await fake.close();
+      await server.stop();
+    }
+  }, 900_000);
+});
