@@ -10,8 +10,10 @@ TS_SRC  := $(shell find src -name '*.ts' 2>/dev/null)
 .PHONY: setup demo test test-ts test-py build clean chaos bench
 setup: node_modules/.stamp $(PYSTAMP) dist/.stamp
 
+# `npm ci` first; npm refuses lockfiles that lack other platforms' optional binaries (@swc/core-*,
+# npm/cli#4828), and then `npm install` installs the same pinned tree from the lockfile.
 node_modules/.stamp: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error 2>/dev/null || npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 $(PYSTAMP): trainer/requirements.txt trainer/pyproject.toml
