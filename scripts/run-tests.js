@@ -6,7 +6,7 @@ const { readFileSync, mkdirSync } = require('node:fs');
 mkdirSync('.slearn/test-results', { recursive: true });
 const jestOut = '.slearn/test-results/jest.json';
 const junit = '.slearn/test-results/pytest.xml';
-const jest = spawnSync('npx', ['jest', '--runInBand', '--json', `--outputFile=${jestOut}`], { stdio: 'inherit' });
+const jest = spawnSync('npx', ['jest', '--runInBand', '--forceExit', '--json', `--outputFile=${jestOut}`], { stdio: 'inherit' });
 const pytest = spawnSync('.venv/bin/python', ['-m', 'pytest', '-q', 'trainer/tests', `--junitxml=${junit}`], { stdio: 'inherit' });
 
 let passed = 0;

@@ -26,7 +26,7 @@ function settings(baseUrl: string) {
     shardSize: 100,
     shardConcurrency: SHARDS_IN_FLIGHT,
     answer: { samples: 1, temperature: 0, maxTokens: 16, concurrency: 5, chunkSize: CHUNK },
-    // ~0.5% unknown: a tiny training set for the real trainer on CPU.
+    // ~1% unknown: a tiny training set for the real trainer on CPU.
     train: { base: 'smollm2-135m-instruct', epochs: 3, learningRate: 1e-3, saveSteps: 2, extraArgs: ['--batch-size', '2', '--max-seq-len', '64'] },
     model: { baseUrl, name: 'fake-model', timeoutSeconds: 10 },
   };
@@ -51,7 +51,7 @@ describe('chaos: ten SIGKILLs across all stages of a 2,000-item run', () => {
 
     // Reference: the same run, no faults, in-process worker.
     const refDir = tempDir();
-    const refFake = await startFakeModel({ items: world, knownPercent: 99.5 });
+    const refFake = await startFakeModel({ items: world, knownPercent: 99 });
     const stopRef = new AbortController();
     let ready!: () => void;
     const isReady = new Promise<void>((r) => (ready = r));
@@ -66,7 +66,7 @@ describe('chaos: ten SIGKILLs across all stages of a 2,000-item run', () => {
     expect(ref.filter.kept).toBeLessThan(30);
 
     const dir = tempDir();
-    const fake: FakeModel = await startFakeModel({ items: world, knownPercent: 99.5, latencyMs: 4 });
+    const fake: FakeModel = await startFakeModel({ items: world, knownPercent: 99, latencyMs: 4 });
     writeJsonl(join(dir, 'train.jsonl'), world);
     const runId = 'chaos';
     const trainDir = join(dir, 'artifacts', 'runs', runId, 'train');

@@ -45,3 +45,17 @@ describe('metrics', () => {
     expect(accuracy(0, 0)).toMatchObject({ accuracy: 0, low: 0, high: 0 });
   });
 });
+
+import { runKey, ArtifactStore } from '../src/artifacts/store';
+describe('artifact store paths', () => {
+  it('maps any workflow id to one safe folder name, and refuses escapes', () => {
+    expect(runKey('agri-demo-20261123-1200-ab12')).toBe('agri-demo-20261123-1200-ab12');
+    const k = runKey('nightly-scheduled-2026-11-23T12:57:12Z');
+    expect(k).toMatch(/^nightly-scheduled-2026-11-23T12_57_12Z-[0-9a-f]{8}$/);
+    expect(runKey('../../etc')).toMatch(/^etc-[0-9a-f]{8}$/);
+    expect(runKey('a/b')).not.toBe(runKey('a_b'));
+    const store = new ArtifactStore('/tmp/slearn-store');
+    expect(store.runDir('../../etc').startsWith('/tmp/slearn-store/runs/')).toBe(true);
+    expect(() => store.within('..', 'x')).toThrow(/unsafe/);
+  });
+});

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { ArtifactStore } from '../artifacts/store';
@@ -60,7 +61,11 @@ export function attempt(): number {
 }
 
 export function cancellationSignal(): AbortSignal | undefined {
-  return inActivity() ? Context.current().cancellationSignal : undefined;
+  if (!inActivity()) return undefined;
+  const signal = Context.current().cancellationSignal;
+  // Every in-flight model request listens on it; hundreds at once are expected, not a leak.
+  setMaxListeners(10_000, signal);
+  return signal;
 }
 
 /** Turns a model error into the failure Temporal should see: retry later, or stop with what to fix. */

@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { atomicWrite } from '../artifacts/store';
+import { atomicWrite, runKey } from '../artifacts/store';
 import { renderHtml, renderMarkdown, type ReportData } from '../report/render';
 import type { Counts, EvalResult, FilterResult, ReportResult, TrainResult } from '../schemas/run';
 import type { EvalItemResult } from './evaluate';
@@ -17,7 +17,7 @@ export interface ReportInput {
 
 /** Where people look: <store>/../runs/<run id>/report.{md,html} (by default .slearn/runs/<run id>/). */
 export function reportDir(root: string, runId: string): string {
-  return join(dirname(root), 'runs', runId);
+  return join(dirname(root), 'runs', runKey(runId));
 }
 
 /** Writes the run's report, markdown for reading in a terminal and HTML with charts for a browser. */

@@ -123,7 +123,7 @@ export class ArtifactStore {
   }
 
   runDir(runId: string, ...rest: string[]): string {
-    return this.within('runs', runId, ...rest);
+    return this.within('runs', runKey(runId), ...rest);
   }
 
   /** A finished step's record for this input, from this run or from a run it may reuse. */
@@ -159,6 +159,16 @@ export class ArtifactStore {
       .map((f) => StepRecordSchema.parse(JSON.parse(readFileSync(join(dir, f), 'utf8'))))
       .sort((a, b) => a.finishedAt.localeCompare(b.finishedAt));
   }
+}
+
+/**
+ * The folder name for a run. Workflow ids are arbitrary strings (schedules append a timestamp with
+ * colons); anything that is not a plain name gets a readable, collision-free form instead.
+ */
+export function runKey(runId: string): string {
+  if (SAFE_SEGMENT.test(runId)) return runId;
+  const readable = runId.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^[^A-Za-z0-9]+/, '').slice(0, 100);
+  return `${readable || 'run'}-${createHash('sha256').update(runId).digest('hex').slice(0, 8)}`;
 }
 
 export function parseJsonl<T>(text: string): T[] {
