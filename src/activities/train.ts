@@ -107,8 +107,10 @@ export function makeTrain(deps: TrainDeps) {
         }
       }, join(out, 'trainer.log'));
       lock.update(run.child.pid ?? 0);
-      // Keep the heartbeat alive while the trainer loads its model and prints nothing yet.
-      const ticker = setInterval(() => report(), 5000);
+      // Keep the heartbeat alive while the trainer loads its model and prints nothing yet: well
+      // inside the heartbeat timeout, whatever the run configured it to.
+      const timeoutMs = inActivity() ? (Context.current().info.heartbeatTimeoutMs ?? 60_000) : 60_000;
+      const ticker = setInterval(() => report(), Math.max(250, Math.min(5000, timeoutMs / 4)));
       let cancelled: unknown;
       if (inActivity()) {
         Context.current().cancelled.catch(async (err) => {

@@ -34,7 +34,7 @@ export function renderMarkdown(d: ReportData): string {
     '',
     d.train.skipped
       ? 'Skipped: the model already knew every item.'
-      : `${d.train.steps} steps on ${d.filter.kept + d.filter.replayed} items in ${d.train.trainSeconds.toFixed(1)} s (base \`${d.train.base}\`${d.train.resumedFromStep ? `, resumed from step ${d.train.resumedFromStep}` : ''}). Final loss ${d.losses.at(-1)?.loss.toFixed(3) ?? 'n/a'}.`,
+      : `${d.train.steps} steps on ${d.filter.kept + d.filter.replayed} items in ${d.train.trainSeconds.toFixed(1)} s (base \`${d.train.base}\`${d.train.resumedFromStep ? `, resumed from step ${d.train.resumedFromStep}` : ''}). Final loss ${movingAverage(d.losses, 10).at(-1)?.loss.toFixed(3) ?? 'n/a'} (mean of the last 10 steps).`,
     '',
     '## Evaluation',
     '',
@@ -81,6 +81,13 @@ function bars(title: string, rows: { label: string; value: number; low?: number;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" role="img"><text x="0" y="16" font-size="14" font-weight="bold">${esc(title)}</text>${body}</svg>`;
 }
 
+export function movingAverage(points: { step: number; loss: number }[], window: number): { step: number; loss: number }[] {
+  return points.map((p, i) => {
+    const slice = points.slice(Math.max(0, i - window + 1), i + 1);
+    return { step: p.step, loss: slice.reduce((a, b) => a + b.loss, 0) / slice.length };
+  });
+}
+
 function lossCurve(points: { step: number; loss: number }[]): string {
   if (points.length < 2) return '<p>No loss curve (fewer than two logged steps).</p>';
   const w = 420, h = 220, l = 40, b = 30, t = 25;
@@ -89,7 +96,10 @@ function lossCurve(points: { step: number; loss: number }[]): string {
   const px = (s: number) => l + ((s - minS) / Math.max(1, maxS - minS)) * (w - l - 10);
   const py = (v: number) => t + (1 - (v - minL) / Math.max(1e-9, maxL - minL)) * (h - t - b);
   const path = points.map((p, i) => `${i ? 'L' : 'M'}${px(p.step).toFixed(1)},${py(p.loss).toFixed(1)}`).join(' ');
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" role="img"><text x="0" y="16" font-size="14" font-weight="bold">Training loss</text><line x1="${l}" y1="${h - b}" x2="${w - 10}" y2="${h - b}" stroke="#999"/><line x1="${l}" y1="${t}" x2="${l}" y2="${h - b}" stroke="#999"/><text x="${l - 4}" y="${t + 4}" text-anchor="end" font-size="10">${maxL.toFixed(2)}</text><text x="${l - 4}" y="${h - b}" text-anchor="end" font-size="10">${minL.toFixed(2)}</text><text x="${w - 10}" y="${h - 10}" text-anchor="end" font-size="10">step ${maxS}</text><path d="${path}" fill="none" stroke="#2a6fdb" stroke-width="2"/></svg>`;
+  // Per-step losses are noisy at small batch sizes; the moving average shows the trend.
+  const avg = movingAverage(points, 10);
+  const trend = avg.map((p, i) => `${i ? 'L' : 'M'}${px(p.step).toFixed(1)},${py(p.loss).toFixed(1)}`).join(' ');
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" role="img"><text x="0" y="16" font-size="14" font-weight="bold">Training loss</text><line x1="${l}" y1="${h - b}" x2="${w - 10}" y2="${h - b}" stroke="#999"/><line x1="${l}" y1="${t}" x2="${l}" y2="${h - b}" stroke="#999"/><text x="${l - 4}" y="${t + 4}" text-anchor="end" font-size="10">${maxL.toFixed(2)}</text><text x="${l - 4}" y="${h - b}" text-anchor="end" font-size="10">${minL.toFixed(2)}</text><text x="${w - 10}" y="${h - 10}" text-anchor="end" font-size="10">step ${maxS}</text><path d="${path}" fill="none" stroke="#9dbcf0" stroke-width="1"/><path d="${trend}" fill="none" stroke="#1a4fa8" stroke-width="2.5"/><text x="${w - 10}" y="${t - 8}" text-anchor="end" font-size="10">per step (light), moving average of 10 (dark)</text></svg>`;
 }
 
 export function renderHtml(d: ReportData): string {
