@@ -2,14 +2,13 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRun } from '../src/client';
-import { runWorkers } from '../src/worker';
 import { ArtifactStore } from '../src/artifacts/store';
 import { trainerCommand } from '../src/paths';
 import { progressQuery } from '../src/workflows';
 import type { DecisionRecord } from '../src/activities/filter';
 import type { Progress, RunResult } from '../src/schemas/run';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
-import { temporal, tempDir, waitFor, workerProcess, type WorkerProcess } from './support/stack';
+import { temporal, tempDir, waitFor, workerProcess, type WorkerProcess, inProcessWorker } from './support/stack';
 import { makeWorld, writeConfig, writeJsonl } from './support/world';
 
 /**
@@ -52,15 +51,10 @@ describe('chaos: ten SIGKILLs across all stages of a 2,000-item run', () => {
     // Reference: the same run, no faults, in-process worker.
     const refDir = tempDir();
     const refFake = await startFakeModel({ items: world, knownPercent: 99 });
-    const stopRef = new AbortController();
-    let ready!: () => void;
-    const isReady = new Promise<void>((r) => (ready = r));
-    const refWorker = runWorkers({ address: server.address, trainer: TRAINER, onReady: ready }, stopRef.signal);
-    await isReady;
+    const stopRef = await inProcessWorker(server.address, TRAINER);
     writeJsonl(join(refDir, 'train.jsonl'), world);
     const ref = (await (await startRun(server.client, writeConfig(refDir, refFake.baseUrl, settings(refFake.baseUrl)), { runId: 'chaos-ref' })).result()) as RunResult;
-    stopRef.abort();
-    await refWorker;
+    await stopRef();
     await refFake.close();
     expect(ref.filter.kept).toBeGreaterThan(3);
     expect(ref.filter.kept).toBeLessThan(30);

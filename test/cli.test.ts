@@ -1,8 +1,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { runWorkers } from '../src/worker';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
-import { FAKE_TRAINER, ROOT, temporal, tempDir, waitFor } from './support/stack';
+import { FAKE_TRAINER, ROOT, temporal, tempDir, waitFor, inProcessWorker } from './support/stack';
 import { makeWorld, writeConfig, writeJsonl } from './support/world';
 
 /** The `slearn` command as a user runs it, against a real dev server and an in-process worker. */
@@ -26,15 +25,7 @@ describe('the slearn command', () => {
   let stopWorker: () => Promise<void>;
 
   async function startWorker(trainer: string[]) {
-    const stop = new AbortController();
-    let ready!: () => void;
-    const isReady = new Promise<void>((r) => (ready = r));
-    const running = runWorkers({ address: server.address, trainer, onReady: ready }, stop.signal);
-    await isReady;
-    stopWorker = async () => {
-      stop.abort();
-      await running;
-    };
+    stopWorker = await inProcessWorker(server.address, trainer);
   }
 
   beforeAll(async () => {

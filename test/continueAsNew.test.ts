@@ -1,9 +1,8 @@
 import { join } from 'node:path';
 import { startRun } from '../src/client';
-import { runWorkers } from '../src/worker';
 import type { RunResult } from '../src/schemas/run';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
-import { FAKE_TRAINER, temporal, tempDir } from './support/stack';
+import { temporal, tempDir, inProcessWorker } from './support/stack';
 import { makeWorld, writeConfig, writeJsonl } from './support/world';
 
 /** Runs the same dataset on two servers: one that suggests continue-as-new early, one that doesn't. */
@@ -12,12 +11,8 @@ async function runOn(dynamicConfig: Record<string, number>, runId: string): Prom
   const world = makeWorld(48);
   const fake: FakeModel = await startFakeModel({ items: world, knownPercent: 40 });
   const server = await temporal(dir, { dynamicConfig });
-  const stop = new AbortController();
-  let ready!: () => void;
-  const isReady = new Promise<void>((r) => (ready = r));
-  const worker = runWorkers({ address: server.address, trainer: FAKE_TRAINER, onReady: ready }, stop.signal);
+  const stop = await inProcessWorker(server.address);
   try {
-    await isReady;
     writeJsonl(join(dir, 'train.jsonl'), world);
     const handle = await startRun(server.client, writeConfig(dir, fake.baseUrl, { shardSize: 2, shardConcurrency: 2 }), { runId });
     const result = (await handle.result()) as RunResult;
@@ -25,8 +20,7 @@ async function runOn(dynamicConfig: Record<string, number>, runId: string): Prom
     for await (const w of server.client.workflow.list({ query: `WorkflowId = '${runId}'` })) historyEvents.push(w.historyLength ?? 0);
     return { result, historyEvents };
   } finally {
-    stop.abort();
-    await worker;
+    await stop();
     await server.stop();
     await fake.close();
   }

@@ -1,10 +1,9 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRun } from '../src/client';
-import { runWorkers } from '../src/worker';
 import type { RunResult } from '../src/schemas/run';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
-import { FAKE_TRAINER, temporal, tempDir, waitFor, workerProcess, type WorkerProcess } from './support/stack';
+import { temporal, tempDir, waitFor, workerProcess, type WorkerProcess, inProcessWorker } from './support/stack';
 import { makeWorld, writeConfig, writeJsonl } from './support/world';
 
 const N = 160;
@@ -33,18 +32,13 @@ describe('a worker SIGKILLed while answering and while training', () => {
   async function reference(): Promise<RunResult> {
     const dir = tempDir();
     const fake = await startFakeModel({ items: world, knownPercent: 50 });
-    const stop = new AbortController();
-    let ready!: () => void;
-    const isReady = new Promise<void>((r) => (ready = r));
-    const worker = runWorkers({ address: server.address, trainer: FAKE_TRAINER, onReady: ready }, stop.signal);
+    const stop = await inProcessWorker(server.address);
     try {
-      await isReady;
       writeJsonl(join(dir, 'train.jsonl'), world);
       const h = await startRun(server.client, writeConfig(dir, fake.baseUrl, { shardSize: 20, shardConcurrency: SHARDS_IN_FLIGHT, train: { epochs: 6, saveSteps: 2 } }), { runId: 'crash-reference' });
       return (await h.result()) as RunResult;
     } finally {
-      stop.abort();
-      await worker;
+      await stop();
       await fake.close();
     }
   }

@@ -3,13 +3,12 @@ import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Payload } from '@temporalio/common';
 import { audit, connect, payloadValue, startRun } from '../src/client';
-import { runWorkers } from '../src/worker';
 import { EncryptionCodec, ENCODING, KEY_ENV, keyId, METADATA_KEY_ID, OLD_KEYS_ENV, parseKey } from '../src/temporal/codec';
 import { dataConverter } from '../src/temporal/dataConverter';
 import type { RunInput, RunResult } from '../src/schemas/run';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
 import { filesContaining, jsonContains, rawHistories } from './support/history';
-import { FAKE_TRAINER, temporal, tempDir } from './support/stack';
+import { temporal, tempDir, inProcessWorker } from './support/stack';
 import { makeWorld, writeConfig, writeJsonl } from './support/world';
 
 const utf8 = (s: string) => new Uint8Array(Buffer.from(s));
@@ -85,22 +84,17 @@ describe('a whole run with SLEARN_PAYLOAD_KEY set', () => {
   const saved = process.env[KEY_ENV];
   let fake: FakeModel;
   let server: Awaited<ReturnType<typeof temporal>>;
-  const stopWorker = new AbortController();
-  let worker: Promise<void>;
+  let stopWorker: () => Promise<void>;
 
   beforeAll(async () => {
     process.env[KEY_ENV] = randomBytes(32).toString('base64'); // read by runWorkers and connect at creation
     fake = await startFakeModel({ items: world, knownPercent: 50 });
     server = await temporal(dir);
-    let ready!: () => void;
-    const isReady = new Promise<void>((r) => (ready = r));
-    worker = runWorkers({ address: server.address, trainer: FAKE_TRAINER, onReady: ready }, stopWorker.signal);
-    await isReady;
+    stopWorker = await inProcessWorker(server.address);
   });
 
   afterAll(async () => {
-    stopWorker.abort();
-    await worker;
+    await stopWorker?.();
     await server?.stop();
     await fake?.close();
     if (saved === undefined) delete process.env[KEY_ENV];

@@ -1,28 +1,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { audit, startRun } from '../src/client';
-import { runWorkers } from '../src/worker';
 import { ArtifactStore } from '../src/artifacts/store';
 import { startDevServer } from '../src/temporal/devServer';
 import { isAlive } from '../src/activities/trainer-process';
 import type { DecisionRecord } from '../src/activities/filter';
 import type { RunResult } from '../src/schemas/run';
 import { startFakeModel, stableHash, type FaultKind } from './support/fakeModel';
-import { FAKE_TRAINER, temporal, tempDir, waitFor } from './support/stack';
+import { temporal, tempDir, waitFor, inProcessWorker } from './support/stack';
 import { makeWorld, writeConfig, writeJsonl } from './support/world';
-
-/** Starts an in-process worker against `address`; returns its stop function. */
-async function worker(address: string) {
-  const stop = new AbortController();
-  let ready!: () => void;
-  const isReady = new Promise<void>((r) => (ready = r));
-  const running = runWorkers({ address, trainer: FAKE_TRAINER, onReady: ready }, stop.signal);
-  await isReady;
-  return async () => {
-    stop.abort();
-    await running;
-  };
-}
 
 describe('faults', () => {
   const world = makeWorld(40);
@@ -33,7 +19,7 @@ describe('faults', () => {
     const kinds: FaultKind[] = ['rate_limit', 'server_error', 'unavailable', 'reset', 'hang', 'truncated', 'judge_bad_schema'];
     const fake = await startFakeModel({ items: world, knownPercent: 50, faults: { seed: 7, rate: 0.25, kinds, maxPerQuestion: 2 } });
     const server = await temporal(dir);
-    const stop = await worker(server.address);
+    const stop = await inProcessWorker(server.address);
     try {
       writeJsonl(join(dir, 'train.jsonl'), world);
       const cfg = writeConfig(dir, fake.baseUrl, { grader: { type: 'judge', attempts: 3 }, model: { baseUrl: fake.baseUrl, name: 'fake-model', timeoutSeconds: 1 } });
@@ -63,7 +49,7 @@ describe('faults', () => {
     const dir = tempDir();
     const fake = await startFakeModel({ items: world, knownPercent: 50, faults: { seed: 1, rate: 1, kinds: ['judge_bad_schema'] } });
     const server = await temporal(dir);
-    const stop = await worker(server.address);
+    const stop = await inProcessWorker(server.address);
     try {
       writeJsonl(join(dir, 'train.jsonl'), world);
       const h = await startRun(server.client, writeConfig(dir, fake.baseUrl, { grader: { type: 'judge', attempts: 2 } }), { runId: 'judge-off-schema' });
@@ -86,7 +72,7 @@ describe('faults', () => {
     const fake = await startFakeModel({ items: world, knownPercent: 50, latencyMs: 60 });
     let server = await startDevServer({ headless: true, db: join(dir, 'temporal.db'), logFile: join(dir, 'temporal.log') });
     const port = Number(server.address.split(':')[1]);
-    const stop = await worker(server.address);
+    const stop = await inProcessWorker(server.address);
     const { connect } = await import('../src/client');
     try {
       writeJsonl(join(dir, 'train.jsonl'), world);
@@ -113,7 +99,7 @@ describe('faults', () => {
     const fake = await startFakeModel({ items: world, knownPercent: 50 });
     const server = await temporal(dir);
     process.env.FAKE_TRAINER_STEP_MS = '200';
-    const stop = await worker(server.address);
+    const stop = await inProcessWorker(server.address);
     try {
       writeJsonl(join(dir, 'train.jsonl'), world);
       const h = await startRun(server.client, writeConfig(dir, fake.baseUrl, { train: { epochs: 100, saveSteps: 10 } }), { runId: 'cancel-me' });

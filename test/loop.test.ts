@@ -1,13 +1,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRun } from '../src/client';
-import { runWorkers } from '../src/worker';
 import { ArtifactStore } from '../src/artifacts/store';
 import { progressQuery } from '../src/workflows';
 import type { DecisionRecord } from '../src/activities/filter';
 import type { Progress, RunResult } from '../src/schemas/run';
 import { startFakeModel, stableHash, type FakeModel } from './support/fakeModel';
-import { FAKE_TRAINER, temporal, tempDir, waitFor } from './support/stack';
+import { temporal, tempDir, waitFor, inProcessWorker } from './support/stack';
 import { makeWorld, writeConfig, writeJsonl } from './support/world';
 
 describe('the self-learning loop on a real Temporal dev server', () => {
@@ -16,21 +15,16 @@ describe('the self-learning loop on a real Temporal dev server', () => {
   const knownIds = new Set(world.filter((w) => stableHash(w.question) % 100 < 50).map((w) => w.id));
   let fake: FakeModel;
   let server: Awaited<ReturnType<typeof temporal>>;
-  const stopWorker = new AbortController();
-  let worker: Promise<void>;
+  let stopWorker: () => Promise<void>;
 
   beforeAll(async () => {
     fake = await startFakeModel({ items: world, knownPercent: 50 });
     server = await temporal(dir);
-    let ready!: () => void;
-    const isReady = new Promise<void>((r) => (ready = r));
-    worker = runWorkers({ address: server.address, trainer: FAKE_TRAINER, onReady: ready }, stopWorker.signal);
-    await isReady;
+    stopWorker = await inProcessWorker(server.address);
   });
 
   afterAll(async () => {
-    stopWorker.abort();
-    await worker;
+    await stopWorker?.();
     await server.stop();
     await fake.close();
   });

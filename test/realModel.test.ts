@@ -1,11 +1,10 @@
 import { join } from 'node:path';
 import { startRun } from '../src/client';
-import { runWorkers } from '../src/worker';
 import { ArtifactStore } from '../src/artifacts/store';
 import { trainerCommand } from '../src/paths';
 import type { EvalItemResult } from '../src/activities/evaluate';
 import type { RunResult } from '../src/schemas/run';
-import { temporal, tempDir } from './support/stack';
+import { temporal, tempDir, inProcessWorker } from './support/stack';
 import { startRealModelServer } from './support/modelServer';
 import { writeConfig, writeJsonl } from './support/world';
 
@@ -28,12 +27,8 @@ describe('the real embedded model, end to end', () => {
     writeJsonl(join(dir, 'train.jsonl'), facts);
     const model = await startRealModelServer();
     const server = await temporal(dir);
-    const stop = new AbortController();
-    let ready!: () => void;
-    const isReady = new Promise<void>((r) => (ready = r));
-    const worker = runWorkers({ address: server.address, trainer: trainerCommand(), onReady: ready }, stop.signal);
+    const stop = await inProcessWorker(server.address, trainerCommand());
     try {
-      await isReady;
       const cfg = writeConfig(dir, model.baseUrl, {
         model: { baseUrl: model.baseUrl, name: 'smollm2-135m-instruct', timeoutSeconds: 120 },
         answer: { samples: 1, temperature: 0, maxTokens: 12, concurrency: 4, chunkSize: 3 },
@@ -58,8 +53,7 @@ describe('the real embedded model, end to end', () => {
       expect(r.evaluation.base.correct).toBe(0);
       expect(r.evaluation.tuned!.correct).toBeGreaterThan(r.evaluation.base.correct);
     } finally {
-      stop.abort();
-      await worker;
+      await stop();
       await server.stop();
       await model.stop();
     }

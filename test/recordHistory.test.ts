@@ -4,9 +4,8 @@ import { spawnSync } from 'node:child_process';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
 import { temporalBinary } from '../src/temporal/devServer';
 import { startRun } from '../src/client';
-import { runWorkers } from '../src/worker';
 import { startFakeModel } from './support/fakeModel';
-import { FAKE_TRAINER, temporal, tempDir } from './support/stack';
+import { temporal, tempDir, inProcessWorker } from './support/stack';
 import { makeWorld, writeConfig, writeJsonl } from './support/world';
 
 /**
@@ -21,12 +20,8 @@ it('records the histories of a run, across continue-as-new', async () => {
   const world = makeWorld(12);
   const fake = await startFakeModel({ items: world, knownPercent: 50 });
   const server = await temporal(dir, { dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 40 } });
-  const stop = new AbortController();
-  let ready!: () => void;
-  const isReady = new Promise<void>((r) => (ready = r));
-  const worker = runWorkers({ address: server.address, trainer: FAKE_TRAINER, onReady: ready }, stop.signal);
+  const stop = await inProcessWorker(server.address);
   try {
-    await isReady;
     writeJsonl(join(dir, 'train.jsonl'), world);
     const handle = await startRun(server.client, writeConfig(dir, fake.baseUrl, { shardSize: 2 }), { runId: 'record' });
     await handle.result();
@@ -43,8 +38,7 @@ it('records the histories of a run, across continue-as-new', async () => {
       writeFileSync(join(out, `selfLearning-${version ?? 'check'}-${i + 1}.json`), shown.stdout);
     }
   } finally {
-    stop.abort();
-    await worker;
+    await stop();
     await server.stop();
     await fake.close();
   }

@@ -1,4 +1,4 @@
-import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { installLogger } from '../../src/temporal/logging';
 
 // In-process workers log at WARN so test output shows failures, not every state change.
-Runtime.install({ logger: new DefaultLogger('WARN') });
+installLogger('WARN');

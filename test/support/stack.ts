@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
+import { runWorkers } from '../../src/worker';
 import { startDevServer, type DevServer, type DevServerOptions } from '../../src/temporal/devServer';
 
 export const ROOT = resolve(__dirname, '..', '..');
@@ -61,4 +62,17 @@ export async function waitFor(pred: () => boolean | Promise<boolean>, timeoutMs 
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** Workers for both queues in this process, polling when this resolves; call the result to stop them. */
+export async function inProcessWorker(address: string, trainer: string[] = FAKE_TRAINER): Promise<() => Promise<void>> {
+  const stop = new AbortController();
+  let ready!: () => void;
+  const isReady = new Promise<void>((r) => (ready = r));
+  const running = runWorkers({ address, trainer, onReady: ready }, stop.signal);
+  await Promise.race([isReady, running]);
+  return async () => {
+    stop.abort();
+    await running;
+  };
 }
