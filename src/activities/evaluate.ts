@@ -35,13 +35,16 @@ export async function evaluate({ ctx, evalItems, train }: { ctx: StepCtx; evalIt
     const signal = cancellationSignal();
     const grade = gradeWith(config, judgeClient, signal);
 
+    const evalConcurrency = config.answer.concurrency * config.shardConcurrency;
     const pass = async (label: string, model: string | undefined) => {
       const answer = answerWith(client, config, model, signal);
       const out = await runChunked<Item, GradeRecord>({
         dir: store.runDir(ctx.runId, 'work', `eval-${label}`),
         items,
-        chunkSize: config.answer.chunkSize,
-        concurrency: config.answer.concurrency,
+        // Evaluation runs alone, so it may use the whole request budget of the shards in flight;
+        // a chunk must be at least that large or it would cap the concurrency.
+        chunkSize: Math.max(config.answer.chunkSize, evalConcurrency),
+        concurrency: evalConcurrency,
         giveUpAtAttempt: GIVE_UP_AT_ATTEMPT,
         work: async (item) => grade(item, await answer(item)),
       });
