@@ -9,7 +9,7 @@ import type { DecisionRecord } from '../src/activities/filter';
 import type { Progress, RunResult } from '../src/schemas/run';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
 import { temporal, tempDir, waitFor, workerProcess, type WorkerProcess, inProcessWorker } from './support/stack';
-import { makeWorld, writeConfig, writeJsonl } from './support/world';
+import { expectSameOutputs, makeWorld, writeConfig, writeJsonl } from './support/world';
 
 /**
  * `make chaos`: 2,000 items, the worker SIGKILLed ten times across every stage (answering, grading,
@@ -132,12 +132,7 @@ describe('chaos: ten SIGKILLs across all stages of a 2,000-item run', () => {
       expect(stages.has('evaluate')).toBe(true);
 
       // Same outputs as the uninterrupted run.
-      expect(result.counts).toEqual(ref.counts);
-      expect(result.filter.trainSet.sha256).toBe(ref.filter.trainSet.sha256);
-      expect(result.filter.decisions.sha256).toBe(ref.filter.decisions.sha256);
-      expect(result.evaluation.base).toEqual(ref.evaluation.base);
-      expect(result.evaluation.tuned).toEqual(ref.evaluation.tuned);
-      expect(result.train.steps).toBe(ref.train.steps);
+      expectSameOutputs(result, ref);
 
       // Every item exactly once in the decisions file.
       const decisions = new ArtifactStore(join(dir, 'artifacts')).readJsonl<DecisionRecord>(result.filter.decisions);

@@ -1,3 +1,4 @@
+import type { RunResult } from '../../src/schemas/run';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -34,4 +35,14 @@ export function writeConfig(dir: string, baseUrl: string, overrides: Record<stri
   const file = join(dir, 'slearn.yaml');
   writeFileSync(file, stringify(config));
   return file;
+}
+
+/** What "the same outputs as an uninterrupted run" means: same counts, training set, decisions and evaluation. */
+export function expectSameOutputs(result: RunResult, ref: RunResult): void {
+  expect(result.counts).toEqual(ref.counts);
+  expect(result.filter.trainSet.sha256).toBe(ref.filter.trainSet.sha256);
+  expect(result.filter.decisions.sha256).toBe(ref.filter.decisions.sha256);
+  expect(result.evaluation.base).toEqual(ref.evaluation.base);
+  expect(result.evaluation.tuned).toEqual(ref.evaluation.tuned);
+  expect(result.train.steps).toBe(ref.train.steps);
 }
