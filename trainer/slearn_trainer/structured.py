@@ -15,6 +15,7 @@ So the output always parses and validates against such a schema. Any other schem
 objects, arrays, ...) and `json_object` fall back to an instruction in the system prompt and
 unconstrained decoding, after which the first {...} block that parses is returned if there is one.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,10 @@ def schema_from_response_format(rf) -> tuple[str, dict | None]:
 def _prop_kind(ps: dict) -> str | None:
     if not isinstance(ps, dict):
         return None
-    if isinstance(ps.get("enum"), list) and ps["enum"] and all(
-        isinstance(v, (str, int, float, bool)) or v is None for v in ps["enum"]
+    if (
+        isinstance(ps.get("enum"), list)
+        and ps["enum"]
+        and all(isinstance(v, (str, int, float, bool)) or v is None for v in ps["enum"])
     ):
         return "enum"
     if "const" in ps:
@@ -80,8 +83,9 @@ def flat_properties(schema: dict | None) -> list[tuple[str, dict, str]] | None:
 
 def instruction(kind: str, schema: dict | None) -> str:
     if kind == "json_schema" and schema:
-        return ("Reply with a single JSON object and nothing else. It must match this JSON schema:\n"
-                + json.dumps(schema, separators=(",", ":")))
+        return "Reply with a single JSON object and nothing else. It must match this JSON schema:\n" + json.dumps(
+            schema, separators=(",", ":")
+        )
     return "Reply with a single JSON object and nothing else."
 
 
@@ -106,7 +110,7 @@ def extract_json(text: str) -> str:
             elif c == "}":
                 depth -= 1
                 if depth == 0:
-                    cand = text[start:i + 1]
+                    cand = text[start : i + 1]
                     try:
                         json.loads(cand)
                         return cand
@@ -153,7 +157,6 @@ class StructuredGenerator:
         """Log-likelihood of each candidate continuation of prompt+prefix (one padded forward)."""
         import torch
 
-        base = prompt_ids + self._ids(prefix)
         seqs, spans = [], []
         for c in candidates:
             full = self._ids(prefix + c)
@@ -166,33 +169,48 @@ class StructuredGenerator:
             spans.append((len(prompt_ids) + k, len(ids)))
         L = max(len(s) for s in seqs)
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-        inp = torch.tensor([[pad] * (L - len(s)) + s for s in seqs])
-        att = torch.tensor([[0] * (L - len(s)) + [1] * len(s) for s in seqs])
+        model = self.model_fn()
+        inp = torch.tensor([[pad] * (L - len(s)) + s for s in seqs], device=model.device)
+        att = torch.tensor([[0] * (L - len(s)) + [1] * len(s) for s in seqs], device=model.device)
         with torch.no_grad():
-            logits = self.model_fn()(input_ids=inp, attention_mask=att).logits.float()
+            logits = model(input_ids=inp, attention_mask=att).logits.float()
         logp = torch.log_softmax(logits, dim=-1)
         scores = []
-        for row, (s, (a, b)) in enumerate(zip(seqs, spans)):
+        for row, (s, (a, b)) in enumerate(zip(seqs, spans, strict=True)):
             off = L - len(s)
             tot = 0.0
             for pos in range(a, b):
                 tot += float(logp[row, off + pos - 1, s[pos]])
             scores.append(tot)
-        del base
         return scores
 
-    def _generate(self, ids: list[int], max_new: int, allowed_first=None, allowed_rest=None,
-                  stop_on=None, stop_text=None, sample=False, temperature=1.0, top_p=1.0) -> list[int]:
+    def _generate(
+        self,
+        ids: list[int],
+        max_new: int,
+        allowed_first=None,
+        allowed_rest=None,
+        stop_on=None,
+        stop_text=None,
+        sample=False,
+        temperature=1.0,
+        top_p=1.0,
+    ) -> list[int]:
         import torch
         from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
         start = len(ids)
         tok = self.tok
+        model = self.model_fn()
 
         class Allow(LogitsProcessor):
             def __init__(self):
-                self.first = torch.tensor(sorted(set(allowed_first) | set(stop_on or ()))) if allowed_first else None
-                self.rest = torch.tensor(sorted(set(allowed_rest) | set(stop_on or ()))) if allowed_rest else None
+                self.first = self._ids(allowed_first)
+                self.rest = self._ids(allowed_rest)
+
+            @staticmethod
+            def _ids(allowed):
+                return torch.tensor(sorted(set(allowed) | set(stop_on or ())), device=model.device) if allowed else None
 
             def __call__(self, input_ids, scores):
                 allowed = self.first if input_ids.shape[1] == start else self.rest
@@ -206,16 +224,16 @@ class StructuredGenerator:
             def __call__(self, input_ids, scores, **kw):
                 new = input_ids[0, start:].tolist()
                 if not new:
-                    return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+                    return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
                 done = bool(stop_on and new[-1] in stop_on)
                 if stop_text and stop_text in tok.decode(new):
                     done = True
-                return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
+                return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
-        kw = dict(do_sample=True, temperature=temperature, top_p=top_p) if sample else dict(do_sample=False)
-        out = self.model_fn().generate(
-            input_ids=torch.tensor([ids]),
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        kw = {"do_sample": True, "temperature": temperature, "top_p": top_p} if sample else {"do_sample": False}
+        out = model.generate(
+            input_ids=torch.tensor([ids], device=model.device),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
             max_new_tokens=max_new,
             logits_processor=LogitsProcessorList([Allow()]),
             stopping_criteria=StoppingCriteriaList([Stop()]),
@@ -245,15 +263,21 @@ class StructuredGenerator:
             if kind in ("enum", "boolean", "const"):
                 lits = ps["enum"] if kind == "enum" else ([ps["const"]] if kind == "const" else [True, False])
                 cands = [" " + json.dumps(x) for x in lits]
-                idx = self._pick(self._score(prompt_ids, text, cands), sample, temperature, rng) if len(cands) > 1 else 0
+                idx = (
+                    self._pick(self._score(prompt_ids, text, cands), sample, temperature, rng) if len(cands) > 1 else 0
+                )
                 text += cands[idx]
             elif kind in ("number", "integer"):
                 integer = kind == "integer"
                 new = self._generate(
-                    prompt_ids + self._ids(text), MAX_NUMBER_TOKENS,
+                    prompt_ids + self._ids(text),
+                    MAX_NUMBER_TOKENS,
                     allowed_first=self.v.num_first_int if integer else self.v.num_first,
                     allowed_rest=self.v.num_rest_int if integer else self.v.num_rest,
-                    stop_on=self.v.term, sample=sample, temperature=temperature or 1.0, top_p=top_p,
+                    stop_on=self.v.term,
+                    sample=sample,
+                    temperature=temperature or 1.0,
+                    top_p=top_p,
                 )
                 s = self.tok.decode([t for t in new if t not in self.v.term])
                 m = re.search(r"-?\d+(\.\d+)?|-?\.\d+", s)
@@ -262,12 +286,18 @@ class StructuredGenerator:
                     val = max(val, ps["minimum"])
                 if isinstance(ps.get("maximum"), (int, float)):
                     val = min(val, ps["maximum"])
-                text += " " + json.dumps(int(round(val)) if integer else (int(val) if val == int(val) else val))
+                text += " " + json.dumps(round(val) if integer else (int(val) if val == int(val) else val))
             else:  # string
                 pre = text + ' "'
-                new = self._generate(prompt_ids + self._ids(pre), MAX_STRING_TOKENS, stop_text='"',
-                                     stop_on={self.tok.eos_token_id}, sample=sample,
-                                     temperature=temperature or 1.0, top_p=top_p)
+                new = self._generate(
+                    prompt_ids + self._ids(pre),
+                    MAX_STRING_TOKENS,
+                    stop_text='"',
+                    stop_on={self.tok.eos_token_id},
+                    sample=sample,
+                    temperature=temperature or 1.0,
+                    top_p=top_p,
+                )
                 s = self.tok.decode([t for t in new if t != self.tok.eos_token_id])
                 s = s.split('"', 1)[0].replace("\\", "").strip()
                 text += " " + json.dumps(s, ensure_ascii=False)

@@ -1,28 +1,33 @@
 """`python -m slearn_trainer train`: LoRA SFT (TRL + PEFT) with resumable checkpoints.
 
-Events on stdout (see events.py). Checkpoints are HF Trainer checkpoints in OUT/checkpoint-N;
-a checkpoint counts only once `slearn-complete.json` is in it (written last, atomically, from
-the on_save callback, i.e. after the Trainer finished writing every file). Incomplete
-checkpoints (killed mid-save) are deleted on start. The final adapter is written to a temp
-dir and renamed to OUT/adapter.
+Events on stdout (see events.py and contract.json). Checkpoints are HF Trainer checkpoints in
+OUT/checkpoint-N; a checkpoint counts only once `slearn-complete.json` is in it (written last,
+atomically, from the on_save callback, i.e. after the Trainer finished writing every file).
+Incomplete checkpoints (killed mid-save) are deleted on start. The final adapter is written to
+a temp dir and renamed to OUT/adapter. OUT/slearn_run.json fingerprints the settings, so a rerun
+resumes only a run trained the same way.
+
+The loss is on the answer only (TRL's completion-only loss). With --packing TRL 1.16 builds the
+labels before it packs (best-fit decreasing, sequence boundaries kept through position ids), so
+the prompt tokens stay masked there too.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
 import signal
-import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from . import modelload  # sets the offline env vars before transformers is imported
-from .events import emit
+from . import contract, device, modelload
+from .events import FatalError, emit
 
 log = logging.getLogger("slearn_trainer.train")
 
@@ -31,10 +36,15 @@ ADAPTER_INFO = "slearn_training.json"
 RUN_CONFIG = "slearn_run.json"
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 ROLES = {"system", "user", "assistant"}
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+WATCH_STDIN_ENV = "SLEARN_TRAINER_WATCH_STDIN"
+# --report-to X needs one of these modules (the package to install first)
+REPORT_TO_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}
+# Settings that do not change what is learned: a rerun with other values still resumes.
+NOT_FINGERPRINTED = {"data", "out", "initAdapter", "saveSteps", "device", "precision", "reportTo"}
+LEGACY_KEYS = {"lr": "learning_rate"}  # slearn_run.json of older versions
 
 
-class DataError(ValueError):
+class DataError(FatalError):
     """Bad training data or arguments: not retryable."""
 
 
@@ -142,113 +152,121 @@ def adapter_complete(d: Path) -> bool:
     return all((d / n).is_file() for n in ("adapter_config.json", "adapter_model.safetensors", ADAPTER_INFO))
 
 
-# ---------------------------------------------------------------- main
+# ---------------------------------------------------------------- process lifetime
+
+
+def _stop(message: str, code: int) -> None:
+    """Exit now, retryably. Safe at any point: checkpoints are only trusted once their marker is
+    written and the adapter is renamed into place, so nothing half-written looks complete."""
+    try:
+        emit("error", message=message + "; rerun the same command to resume from the last checkpoint", retryable=True)
+    finally:
+        os._exit(code)
 
 
 def _install_signal_handlers() -> None:
     def handler(signum, frame):
-        name = signal.Signals(signum).name
-        try:
-            emit("error", message=f"interrupted by {name}; rerun the same command to resume from the last checkpoint",
-                 retryable=True)
-        finally:
-            # Checkpoints are only trusted once their marker is written and the adapter is
-            # renamed into place, so exiting at any point leaves nothing that looks complete.
-            os._exit(128 + signum)
+        _stop(f"interrupted by {signal.Signals(signum).name}", 128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
 
 
-def run(args) -> int:
-    _install_signal_handlers()
-    out = Path(args.out).resolve()
-    adapter_dir = out / "adapter"
+def _watch_parent() -> None:
+    """With SLEARN_TRAINER_WATCH_STDIN=1, stop as on SIGTERM when stdin reaches EOF: the worker that
+    started us died and its end of the pipe closed, so an orphaned trainer does not train on."""
+    if os.environ.get(WATCH_STDIN_ENV) != "1":
+        return
 
-    # Validate cheap things first, before loading anything heavy.
-    for name in ("epochs", "lr", "lora_r", "lora_alpha", "save_steps", "batch_size", "max_seq_len"):
-        v = getattr(args, name)
-        if v is None or not (v > 0) or (isinstance(v, float) and not math.isfinite(v)):
-            raise DataError(f"--{name.replace('_', '-')} must be a positive number (got {v})")
-    rows = read_chat_jsonl(args.data)
-    data_sha = file_sha256(args.data)
-
-    run_cfg = {
-        "base": args.base,
-        "data_sha256": data_sha,
-        "epochs": args.epochs,
-        "lr": args.lr,
-        "lora_r": args.lora_r,
-        "lora_alpha": args.lora_alpha,
-        "seed": args.seed,
-        "batch_size": args.batch_size,
-        "max_seq_len": args.max_seq_len,
-        "max_steps": args.max_steps,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_path = out / RUN_CONFIG
-    if cfg_path.is_file():
+    def watch():
         try:
-            old = json.loads(cfg_path.read_text())
-        except Exception:
-            old = None
-        if old is not None and old != run_cfg:
-            diff = sorted(k for k in set(old) | set(run_cfg) if old.get(k) != run_cfg.get(k))
+            while os.read(0, 65536):
+                pass
+        except OSError:
+            pass
+        _stop("the process that started the trainer is gone (stdin closed)", 128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+# ---------------------------------------------------------------- settings
+
+
+def preflight(args) -> device.Runtime:
+    """Everything that can be refused without loading a model: device, precision, quantization,
+    the --report-to integration and the --init-adapter directory."""
+    runtime = device.resolve(args.device, args.precision)
+    device.check_quantization(args.quantization, runtime.device, device.installed("bitsandbytes"))
+    modules = REPORT_TO_MODULES.get(args.report_to, ())
+    if modules and not any(device.installed(m) for m in modules):
+        raise FatalError(f"--report-to {args.report_to} needs the {modules[0]} package: pip install {modules[0]}")
+    if args.init_adapter:
+        d = Path(args.init_adapter)
+        if not ((d / "adapter_config.json").is_file() and (d / "adapter_model.safetensors").is_file()):
+            raise FatalError(
+                f"--init-adapter {args.init_adapter}: not a PEFT adapter directory "
+                "(expected adapter_config.json and adapter_model.safetensors)"
+            )
+    lora_targets(args.lora_targets)
+    return runtime
+
+
+def lora_targets(spec: str):
+    """--lora-targets: PEFT's "all-linear", or a list of module names."""
+    if spec.strip() == "all-linear":
+        return "all-linear"
+    names = [t.strip() for t in spec.split(",") if t.strip()]
+    if not names:
+        raise FatalError(f"--lora-targets {spec!r}: expected all-linear or comma-separated module names")
+    return names
+
+
+def run_config(args, data_sha: str) -> dict:
+    """What the run learns from: everything but where it runs and how it reports (the fingerprint)."""
+    cfg = {
+        contract.dest(k): getattr(args, contract.dest(k))
+        for k in contract.CONTRACT["train"]["properties"]
+        if k not in NOT_FINGERPRINTED
+    }
+    cfg["data_sha256"] = data_sha
+    cfg["init_adapter_sha256"] = (
+        file_sha256(str(Path(args.init_adapter) / "adapter_model.safetensors")) if args.init_adapter else None
+    )
+    return cfg
+
+
+def _check_run_config(out: Path, cfg: dict) -> None:
+    """Refuse to resume an --out dir trained with other settings; then record ours."""
+    path = out / RUN_CONFIG
+    try:
+        old = json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        old = None
+    if isinstance(old, dict):
+        props = contract.CONTRACT["train"]["properties"]
+        defaults = {contract.dest(k): p.get("default") for k, p in props.items()}
+        old = {LEGACY_KEYS.get(k, k): v for k, v in old.items()}
+        diff = sorted(k for k in set(old) | set(cfg) if old.get(k, defaults.get(k)) != cfg.get(k, defaults.get(k)))
+        if diff:
+            flags = {contract.dest(k): p["flag"] for k, p in props.items()} | {"data_sha256": "--data (its contents)"}
+            changed = ", ".join(flags.get(k, k) for k in diff)
             raise DataError(
-                f"--out {out} holds a training run with different settings ({', '.join(diff)}); "
+                f"--out {out} holds a training run with different settings ({changed}); "
                 "use a new output directory or delete the old one"
             )
-    _atomic_write_json(cfg_path, run_cfg)
+    _atomic_write_json(path, cfg)
 
-    if adapter_complete(adapter_dir):
-        info = json.loads((adapter_dir / ADAPTER_INFO).read_text())
-        emit("start", total_steps=info["steps"], resumed_from_step=info["steps"])
-        emit("done", adapter=str(adapter_dir), steps=info["steps"], train_seconds=info.get("train_seconds", 0.0))
-        return 0
 
-    # Clean leftovers of killed processes.
-    for d in out.glob(".adapter.tmp-*"):
-        shutil.rmtree(d, ignore_errors=True)
-    if adapter_dir.exists():
-        shutil.rmtree(adapter_dir, ignore_errors=True)
-    resume, incomplete = scan_checkpoints(out)
-    for d in incomplete:
-        log.warning("removing incomplete checkpoint %s", d)
-        shutil.rmtree(d, ignore_errors=True)
-    prev_seconds = 0.0
-    if resume is not None:
-        try:
-            prev_seconds = float(json.loads((resume / MARKER).read_text()).get("train_seconds", 0.0))
-        except Exception:
-            prev_seconds = 0.0
+def sft_config(args, runtime: device.Runtime, out: Path):
+    from trl import SFTConfig
 
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import TrainerCallback, set_seed
-    from trl import SFTConfig, SFTTrainer
-
-    model, tok, _ = modelload.load_model_and_tokenizer(args.base)
-
-    # Reject examples whose prompt does not leave room for the answer.
-    for r in rows:
-        n = len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
-        if n >= args.max_seq_len - 1:
-            raise DataError(
-                f"{args.data}:{r['_line']}: messages: the prompt has {n} tokens, which leaves no room for the "
-                f"answer within --max-seq-len {args.max_seq_len}; shorten it or raise --max-seq-len"
-            )
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-
-    set_seed(args.seed)
-    torch.use_deterministic_algorithms(False)
-    cfg = SFTConfig(
+    return SFTConfig(
         output_dir=str(out),
         num_train_epochs=args.epochs,
-        max_steps=args.max_steps if args.max_steps else -1,
-        learning_rate=args.lr,
+        max_steps=args.max_steps or -1,
+        learning_rate=args.learning_rate,
         per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=1,
+        gradient_accumulation_steps=args.gradient_accumulation,
         lr_scheduler_type="linear",
         warmup_steps=0,
         weight_decay=0.0,
@@ -258,75 +276,143 @@ def run(args) -> int:
         save_total_limit=2,
         seed=args.seed,
         data_seed=args.seed,
-        report_to="none",
+        report_to=args.report_to,
         disable_tqdm=True,
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
+        use_cpu=runtime.device == "cpu",
+        bf16=runtime.precision == "bf16",
+        fp16=runtime.precision == "fp16",
         dataloader_num_workers=0,
-        dataloader_pin_memory=False,
+        dataloader_pin_memory=runtime.device == "cuda",
         max_length=args.max_seq_len,
-        packing=False,
+        packing=args.packing,
         completion_only_loss=True,
+        # packed batches are padding-free (no attention mask, and the pad token also ends each turn)
+        include_num_input_tokens_seen="all" if args.packing else "non_padding",
     )
-    peft_cfg = LoraConfig(
+
+
+def lora_config(args):
+    from peft import LoraConfig
+
+    return LoraConfig(
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
-        lora_dropout=0.0,
+        lora_dropout=args.lora_dropout,
         bias="none",
         task_type="CAUSAL_LM",
-        target_modules=LORA_TARGETS,
+        target_modules=lora_targets(args.lora_targets),
     )
 
-    t_start = time.time()
+
+def load_model(args, runtime: device.Runtime):
+    """(model, tokenizer): the base, with the --init-adapter made trainable when there is one."""
+    model, tok, _ = modelload.load_model_and_tokenizer(args.base, runtime, args.quantization)
+    targets = lora_targets(args.lora_targets)
+    if not args.init_adapter and targets != "all-linear":
+        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        missing = [t for t in targets if t not in present]
+        if missing:
+            raise FatalError(f"--lora-targets: {', '.join(missing)} not found in the model {args.base}")
+    if args.init_adapter:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, args.init_adapter, is_trainable=True)
+        except (ValueError, RuntimeError, KeyError) as e:
+            raise FatalError(f"--init-adapter {args.init_adapter} does not fit --base {args.base}: {e}") from e
+    return model, tok
+
+
+def _check_prompt_lengths(rows, tok, args) -> None:
+    """Reject examples whose prompt does not leave room for the answer."""
+    for r in rows:
+        ids = tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)
+        n = len(ids["input_ids"])
+        if n >= args.max_seq_len - 1:
+            raise DataError(
+                f"{args.data}:{r['_line']}: messages: the prompt has {n} tokens, which leaves no room for the "
+                f"answer within --max-seq-len {args.max_seq_len}; shorten it or raise --max-seq-len"
+            )
+
+
+# ---------------------------------------------------------------- main
+
+
+def _events_callback(out: Path, runtime: device.Runtime, prev_seconds: float, t_start: float):
+    from transformers import TrainerCallback
 
     class Events(TrainerCallback):
+        """start / progress / checkpoint events, and the completion marker of each checkpoint."""
+
+        tokens0 = 0
+        t_begin = t_start
+
+        def tokens(self, state) -> int:
+            return int(state.num_input_tokens_seen - self.tokens0)
+
+        def tokens_per_second(self, state) -> float:
+            return round(self.tokens(state) / max(time.time() - self.t_begin, 1e-9), 1)
+
         def on_train_begin(self, a, state, control, **kw):
-            emit("start", total_steps=state.max_steps, resumed_from_step=state.global_step)
+            self.tokens0, self.t_begin = state.num_input_tokens_seen, time.time()
+            emit(
+                "start",
+                total_steps=state.max_steps,
+                resumed_from_step=state.global_step,
+                device=runtime.device,
+                precision=runtime.precision,
+            )
 
         def on_log(self, a, state, control, logs=None, **kw):
             if logs and "loss" in logs:
-                emit("progress", step=state.global_step, total_steps=state.max_steps,
-                     loss=float(logs["loss"]), epoch=float(logs.get("epoch", state.epoch or 0.0)))
+                emit(
+                    "progress",
+                    step=state.global_step,
+                    total_steps=state.max_steps,
+                    loss=float(logs["loss"]),
+                    epoch=float(logs.get("epoch", state.epoch or 0.0)),
+                    tokens=self.tokens(state),
+                )
 
         def on_save(self, a, state, control, **kw):
             ckpt = out / f"checkpoint-{state.global_step}"
             if ckpt.is_dir():
-                _atomic_write_json(ckpt / MARKER, {
-                    "step": state.global_step,
-                    "train_seconds": prev_seconds + (time.time() - t_start),
-                })
+                _atomic_write_json(
+                    ckpt / MARKER,
+                    {
+                        "step": state.global_step,
+                        "train_seconds": prev_seconds + (time.time() - t_start),
+                    },
+                )
                 if checkpoint_complete(ckpt):
                     emit("checkpoint", step=state.global_step, path=str(ckpt))
 
-    trainer = SFTTrainer(
-        model=model,
-        args=cfg,
-        train_dataset=dataset,
-        processing_class=tok,
-        peft_config=peft_cfg,
-        callbacks=[Events()],
-    )
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    steps = int(trainer.state.global_step)
-    train_seconds = round(prev_seconds + (time.time() - t_start), 3)
+    return Events()
 
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter.tmp-", dir=out))
+
+def _prepare_out(out: Path) -> tuple[Path | None, float]:
+    """Remove what killed processes left; (newest complete checkpoint, its train seconds)."""
+    for d in out.glob(".adapter.tmp-*"):
+        shutil.rmtree(d, ignore_errors=True)
+    if (out / "adapter").exists():
+        shutil.rmtree(out / "adapter", ignore_errors=True)
+    resume, incomplete = scan_checkpoints(out)
+    for d in incomplete:
+        log.warning("removing incomplete checkpoint %s", d)
+        shutil.rmtree(d, ignore_errors=True)
+    if resume is None:
+        return None, 0.0
     try:
-        trainer.model.save_pretrained(str(tmp))
-        (tmp / ADAPTER_INFO).write_text(json.dumps({
-            "steps": steps,
-            "train_seconds": train_seconds,
-            "base": args.base,
-            "data_sha256": data_sha,
-            "examples": len(rows),
-            "epochs": args.epochs,
-            "lr": args.lr,
-            "lora_r": args.lora_r,
-            "lora_alpha": args.lora_alpha,
-            "seed": args.seed,
-            "final_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
-        }, indent=2))
+        return resume, float(json.loads((resume / MARKER).read_text()).get("train_seconds", 0.0))
+    except (ValueError, OSError):
+        return resume, 0.0
+
+
+def _save_adapter(model, adapter_dir: Path, info: dict) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter.tmp-", dir=adapter_dir.parent))
+    try:
+        model.save_pretrained(str(tmp))
+        (tmp / ADAPTER_INFO).write_text(json.dumps(info, indent=2))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -334,5 +420,68 @@ def run(args) -> int:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    emit("done", adapter=str(adapter_dir), steps=steps, train_seconds=train_seconds)
+
+
+DONE_FIELDS = ("steps", "train_seconds", "tokens_per_second", "peak_memory_bytes")
+
+
+def run(args) -> int:
+    _install_signal_handlers()
+    _watch_parent()
+    runtime = preflight(args)  # before anything heavy
+    out = Path(args.out).resolve()
+    adapter_dir = out / "adapter"
+    rows = read_chat_jsonl(args.data)
+    cfg = run_config(args, file_sha256(args.data))
+    out.mkdir(parents=True, exist_ok=True)
+    _check_run_config(out, cfg)
+
+    if adapter_complete(adapter_dir):  # finished before: report it again, train nothing
+        info = json.loads((adapter_dir / ADAPTER_INFO).read_text())
+        emit("start", total_steps=info["steps"], resumed_from_step=info["steps"])
+        emit("done", adapter=str(adapter_dir), **{k: info[k] for k in DONE_FIELDS if info.get(k) is not None})
+        return 0
+
+    resume, prev_seconds = _prepare_out(out)
+
+    import torch
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTTrainer
+
+    model, tok = load_model(args, runtime)
+    _check_prompt_lengths(rows, tok, args)
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+
+    set_seed(args.seed)
+    t_start = time.time()
+    events = _events_callback(out, runtime, prev_seconds, t_start)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(args, runtime, out),
+        train_dataset=dataset,
+        processing_class=tok,
+        peft_config=None if args.init_adapter else lora_config(args),
+        callbacks=[events],
+    )
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    state = trainer.state
+    done = {
+        "steps": int(state.global_step),
+        "train_seconds": round(prev_seconds + (time.time() - t_start), 3),
+        "tokens_per_second": events.tokens_per_second(state),
+    }
+    if runtime.device == "cuda":
+        done["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated())
+    _save_adapter(
+        trainer.model,
+        adapter_dir,
+        {
+            **cfg,
+            **done,
+            "examples": len(rows),
+            "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
+        },
+    )
+    emit("done", adapter=str(adapter_dir), **done)
     return 0

@@ -1,69 +1,90 @@
 import concurrent.futures
 import json
+import threading
 
 import pytest
 
-from .conftest import PROBE, PROBE_ANSWER_WORD
+from slearn_trainer.contract import LIMITS
+
+from .conftest import PROBE, PROBE_ANSWER_WORD, wait_until
 
 BASE = "smollm2-135m-instruct"
 
 
 def ask(server, model=BASE, q=PROBE, **kw):
-    body = {"model": model, "messages": [{"role": "user", "content": q}], "temperature": 0, "max_tokens": 24}
+    body = {"model": model, "messages": [{"role": "user", "content": q}], "temperature": 0, "max_tokens": 8}
     body.update(kw)
     return server.chat(**body)
 
 
-def test_models_and_health(server):
-    status, body = server.request("GET", "/v1/models")
-    assert status == 200
-    assert body["object"] == "list"
+def text(body) -> str:
+    return body["choices"][0]["message"]["content"]
+
+
+def block(engine) -> threading.Event:
+    """Keep the model thread busy until the returned event is set."""
+    gate = threading.Event()
+    engine.control(lambda: gate.wait(60))
+    return gate
+
+
+# ---------------------------------------------------------------- the tiny model: the API
+
+
+def test_models_and_health(tiny):
+    status, body = tiny.request("GET", "/v1/models")
+    assert status == 200 and body["object"] == "list"
     assert BASE in [m["id"] for m in body["data"]]
-    assert server.request("GET", "/health")[0] == 200
+    assert tiny.request("GET", "/health")[0] == 200
 
 
-def test_completion_shape_and_greedy_determinism(server):
-    s1, b1 = ask(server)
-    s2, b2 = ask(server)
+def test_completion_shape_and_greedy_determinism(tiny):
+    s1, b1 = ask(tiny)
+    s2, b2 = ask(tiny)
     assert s1 == s2 == 200, (b1, b2)
     assert b1["object"] == "chat.completion" and b1["model"] == BASE
     c = b1["choices"][0]
-    assert c["message"]["role"] == "assistant" and c["message"]["content"].strip()
-    assert c["finish_reason"] in ("stop", "length")
+    assert c["message"]["role"] == "assistant" and c["finish_reason"] in ("stop", "length")
     u = b1["usage"]
     assert u["prompt_tokens"] > 0 and u["completion_tokens"] > 0
     assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
-    assert b1["choices"][0]["message"]["content"] == b2["choices"][0]["message"]["content"]
+    assert text(b1) == text(b2)
 
 
-def test_n_choices_sampling_and_seed(server):
-    s, b = ask(server, n=3, temperature=0.9, seed=11, max_tokens=12)
+def test_n_choices_sampling_and_seed(tiny):
+    s, b = ask(tiny, n=3, temperature=0.9, seed=11)
     assert s == 200, b
     assert [c["index"] for c in b["choices"]] == [0, 1, 2]
-    s2, b2 = ask(server, n=3, temperature=0.9, seed=11, max_tokens=12)
+    _, b2 = ask(tiny, n=3, temperature=0.9, seed=11)
     assert [c["message"]["content"] for c in b["choices"]] == [c["message"]["content"] for c in b2["choices"]]
-    s, b = ask(server, n=2, max_tokens=8)  # greedy n>1: identical choices
+    s, b = ask(tiny, n=2)  # greedy n>1: identical choices
     assert s == 200 and len(b["choices"]) == 2
 
 
-def test_concurrent_requests_are_batched_safely(server):
+def test_concurrent_requests_are_batched_safely(tiny):
     qs = ["What is 2+2?", "Name a color.", "What is the capital of Italy?", "Say hello.", PROBE, "Name a fruit."]
+    alone = [text(ask(tiny, q=q)[1]) for q in qs]
     with concurrent.futures.ThreadPoolExecutor(6) as ex:
-        res = list(ex.map(lambda q: ask(server, q=q, max_tokens=10), qs))
-    assert all(s == 200 and b["choices"][0]["message"]["content"] for s, b in res), res
+        res = list(ex.map(lambda q: ask(tiny, q=q), qs))
+    assert all(s == 200 for s, _ in res), res
+    assert [text(b) for _, b in res] == alone  # batching (left padding) changes no answer
 
 
-def test_json_schema_output_validates(server):
-    schema = {"type": "object", "properties": {
-        "score": {"type": "number", "minimum": 0, "maximum": 1},
-        "correct": {"type": "boolean"},
-        "rationale": {"type": "string"},
-        "label": {"enum": ["right", "wrong"]},
-    }, "required": ["score", "correct", "rationale", "label"]}
+def test_json_schema_output_validates(tiny):
+    schema = {
+        "type": "object",
+        "properties": {
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+            "correct": {"type": "boolean"},
+            "rationale": {"type": "string"},
+            "label": {"enum": ["right", "wrong"]},
+        },
+        "required": ["score", "correct", "rationale", "label"],
+    }
     rf = {"type": "json_schema", "json_schema": {"name": "grade", "schema": schema, "strict": True}}
     q = "Question: capital of France? Reference: Paris. Candidate: Paris. Grade the candidate."
     for temp in (0, 0.8):
-        s, b = ask(server, q=q, response_format=rf, temperature=temp, max_tokens=64, n=2, seed=3)
+        s, b = ask(tiny, q=q, response_format=rf, temperature=temp, max_tokens=64, n=2, seed=3)
         assert s == 200, b
         for c in b["choices"]:
             obj = json.loads(c["message"]["content"])
@@ -74,61 +95,228 @@ def test_json_schema_output_validates(server):
             assert obj["label"] in ("right", "wrong")
 
 
-@pytest.mark.parametrize("body", [
-    {"model": BASE},
-    {"model": BASE, "messages": []},
-    {"model": BASE, "messages": "hi"},
-    {"model": BASE, "messages": [{"role": "wizard", "content": "hi"}]},
-    {"model": BASE, "messages": [{"role": "user", "content": 3}]},
-    {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "n": 0},
-    {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "n": "2"},
-    {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "temperature": -1},
-    {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0},
-    {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "seed": "x"},
-    {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "yaml"}},
-    [1, 2],
-])
-def test_bad_requests_400(server, body):
-    s, b = server.request("POST", "/v1/chat/completions", body)
+HI = [{"role": "user", "content": "hi"}]
+BIG_SCHEMA = {
+    "type": "object",
+    "properties": {
+        f"p{i}": {"type": "string", "description": "x" * 100} for i in range(LIMITS["maxSchemaBytes"] // 100)
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": BASE}, "messages"),
+        ({"model": BASE, "messages": []}, "messages"),
+        ({"model": BASE, "messages": "hi"}, "messages"),
+        ({"model": BASE, "messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+        ({"model": BASE, "messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
+        ({"model": BASE, "messages": [{"role": "user"}]}, "messages[0]"),
+        ({"model": BASE, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content"),
+        ({"model": "", "messages": HI}, "model"),
+        ({"model": BASE, "messages": HI, "n": 0}, "n"),
+        ({"model": BASE, "messages": HI, "n": "2"}, "n"),
+        ({"model": BASE, "messages": HI, "n": LIMITS["maxN"] + 1}, "n"),
+        ({"model": BASE, "messages": HI, "temperature": -1}, "temperature"),
+        ({"model": BASE, "messages": HI, "top_p": 0}, "top_p"),
+        ({"model": BASE, "messages": HI, "max_tokens": 0}, "max_tokens"),
+        ({"model": BASE, "messages": HI, "max_tokens": LIMITS["maxTokens"] + 1}, "max_tokens"),
+        ({"model": BASE, "messages": HI, "max_completion_tokens": LIMITS["maxTokens"] + 1}, "max_completion_tokens"),
+        ({"model": BASE, "messages": HI, "n": LIMITS["maxN"], "max_tokens": LIMITS["maxTokens"]}, "max_tokens"),
+        ({"model": BASE, "messages": HI, "seed": "x"}, "seed"),
+        ({"model": BASE, "messages": HI, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"model": BASE, "messages": HI, "stream": True}, "stream"),
+        ({"model": BASE, "messages": HI, "response_format": {"type": "yaml"}}, "response_format"),
+        (
+            {
+                "model": BASE,
+                "messages": HI,
+                "response_format": {"type": "json_schema", "json_schema": {"schema": BIG_SCHEMA}},
+            },
+            "response_format.json_schema",
+        ),
+        ([1, 2], None),
+    ],
+)
+def test_bad_requests_400_name_the_field(tiny, body, param):
+    s, b = tiny.request("POST", "/v1/chat/completions", body)
     assert s == 400, b
-    assert b["error"]["message"] and b["error"]["type"]
+    err = b["error"]
+    assert err["type"] == "invalid_request_error" and err["param"] == param, err
+    assert err["message"] and (param is None or param in err["message"])
 
 
-def test_bad_json_400(server):
-    s, b = server.request("POST", "/v1/chat/completions", raw=b'{"model": ')
+def test_limits_are_the_contract_limits():
+    from slearn_trainer import api
+
+    fields = api.ChatRequest.model_fields
+    assert any(getattr(m, "le", None) == LIMITS["maxN"] for m in fields["n"].metadata)
+    assert any(getattr(m, "le", None) == LIMITS["maxTokens"] for m in fields["max_tokens"].metadata)
+
+
+def test_bad_json_and_non_object_400(tiny):
+    s, b = tiny.request("POST", "/v1/chat/completions", raw=b'{"model": ')
     assert s == 400 and "JSON" in b["error"]["message"]
+    s, b = tiny.request("POST", "/v1/chat/completions", raw=b"[1]")
+    assert s == 400 and "JSON object" in b["error"]["message"]
 
 
-def test_unknown_model_404(server):
-    s, b = ask(server, model="no-such-model")
+def test_body_over_the_limit_413(tiny):
+    s, b = tiny.request("POST", "/v1/chat/completions", raw=b" " * (LIMITS["maxBodyBytes"] + 1000))
+    assert s == 413 and str(LIMITS["maxBodyBytes"]) in b["error"]["message"]
+    assert tiny.request("GET", "/health")[0] == 200  # and the server carries on
+
+
+def test_unknown_model_404(tiny):
+    s, b = ask(tiny, model="no-such-model")
     assert s == 404
     assert set(b["error"]) >= {"message", "type", "code"}
     assert "no-such-model" in b["error"]["message"]
 
 
-def test_load_unload_adapter_changes_answers(server, adapter_path):
-    s, base = ask(server)
+# ---------------------------------------------------------------- security
+
+
+def test_bearer_token(tiny_server, monkeypatch):
+    monkeypatch.setenv("SLEARN_TEST_TOKEN", "s3cret")
+    srv = tiny_server("--api-key-env", "SLEARN_TEST_TOKEN")
+    assert srv.request("GET", "/health")[0] == 200  # open: readiness checks carry no secret
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}):
+        s, b, h = srv.request("GET", "/v1/models", headers=headers, full=True)
+        assert s == 401 and b["error"]["type"] == "authentication_error" and h.get("www-authenticate") == "Bearer"
+    assert ask(srv)[0] == 401
+    srv.headers["authorization"] = "Bearer s3cret"
+    assert srv.request("GET", "/v1/models")[0] == 200
+    assert ask(srv)[0] == 200
+
+
+def test_api_key_env_must_be_set(tiny_base, monkeypatch):
+    from slearn_trainer import cli, serve
+    from slearn_trainer.events import FatalError
+
+    monkeypatch.delenv("SLEARN_TEST_UNSET", raising=False)
+    with pytest.raises(FatalError, match="SLEARN_TEST_UNSET"):
+        serve.build(cli.parse_args(["serve", "--base", str(tiny_base), "--api-key-env", "SLEARN_TEST_UNSET"]))
+
+
+def test_adapters_load_only_from_below_the_adapter_root(tiny, tiny_adapter, adapter_root, tmp_path):
+    load = lambda name, path: tiny.request("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})  # noqa: E731
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "adapter_config.json").write_text((tiny_adapter / "adapter_config.json").read_text())
+    link = adapter_root / "escape"
+    link.symlink_to(outside)
+    try:
+        for path in (str(outside), str(link), str(adapter_root / ".." / outside.name), "/etc"):
+            s, b = load("x", path)
+            assert s == 400 and "outside the server's --adapter-root" in b["error"]["message"], (path, b)
+        s, b = load("tiny", str(tiny_adapter))
+        assert s == 200, b
+        assert load("tiny", str(tiny_adapter))[1]["error"]["message"].endswith("has already been loaded.")
+        cards = {m["id"]: m for m in tiny.request("GET", "/v1/models")[1]["data"]}
+        assert cards["tiny"]["root"] == "tiny" and cards["tiny"]["parent"] == BASE  # no paths shown
+        assert text(ask(tiny, model="tiny")[1]) != text(ask(tiny)[1])  # the adapter is applied
+        assert tiny.request("POST", "/v1/unload_lora_adapter", {"lora_name": "tiny"})[0] == 200
+        s, b = load("rel", tiny_adapter.name)  # relative: below the root
+        assert s == 200, b
+        assert tiny.request("POST", "/v1/unload_lora_adapter", {"lora_name": "rel"})[0] == 200
+        assert tiny.request("POST", "/v1/unload_lora_adapter", {"lora_name": "rel"})[0] == 404
+    finally:
+        link.unlink()
+
+
+def test_without_adapter_root_only_startup_adapters(tiny_server, tiny_adapter):
+    srv = tiny_server("--adapter", f"start={tiny_adapter}")
+    assert ask(srv, model="start")[0] == 200
+    s, b = srv.request("POST", "/v1/load_lora_adapter", {"lora_name": "x", "lora_path": str(tiny_adapter)})
+    assert s == 400 and "--adapter-root" in b["error"]["message"]
+
+
+def test_max_adapters(tiny_server, tiny_adapter, adapter_root):
+    srv = tiny_server("--adapter-root", str(adapter_root), "--max-adapters", "1")
+    body = {"lora_name": "a", "lora_path": str(tiny_adapter)}
+    assert srv.request("POST", "/v1/load_lora_adapter", body)[0] == 200
+    s, b = srv.request("POST", "/v1/load_lora_adapter", {**body, "lora_name": "b"})
+    assert s == 400 and "unload one" in b["error"]["message"]
+
+
+# ---------------------------------------------------------------- the queue
+
+
+def test_full_queue_429_with_retry_after(tiny_server):
+    srv = tiny_server("--max-queue", "1")
+    gate = block(srv.engine)
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        try:
+            waiting = ex.submit(ask, srv)
+            wait_until(lambda: srv.engine.waiting == 1, what="one waiting request")
+            s, b, h = srv.request(
+                "POST", "/v1/chat/completions", {"messages": HI, "max_tokens": 4, "temperature": 0}, full=True
+            )
+            assert s == 429 and b["error"]["code"] == "queue_full", b
+            assert int(h["retry-after"]) >= 1
+        finally:
+            gate.set()
+        assert waiting.result()[0] == 200
+    assert ask(srv)[0] == 200  # room again
+
+
+def test_request_of_a_client_that_left_is_not_generated(tiny_server):
+    srv = tiny_server()
+    engine = srv.engine
+    generated = []
+    run_gen = engine._run_gen
+    engine._run_gen = lambda batch: generated.extend(j.req.messages[0].content for j in batch) or run_gen(batch)
+    gate = block(engine)
+    try:
+        conn = srv.connection()
+        conn.request(
+            "POST",
+            "/v1/chat/completions",
+            json.dumps({"messages": [{"role": "user", "content": "gone"}]}),
+            {"content-type": "application/json"},
+        )
+        wait_until(lambda: engine.waiting == 1, what="the request to wait")
+        job = next(j for j in engine.q if j.kind == "gen")
+        conn.close()
+        wait_until(job.future.cancelled, what="the job to be cancelled")
+    finally:
+        gate.set()
+    assert ask(srv, q="still here")[0] == 200
+    assert generated == ["still here"] and engine.waiting == 0
+
+
+def test_unload_while_queued_fails_instead_of_answering_with_the_base(tiny_server, tiny_adapter):
+    srv = tiny_server("--adapter", f"x={tiny_adapter}")
+    engine = srv.engine
+    gate = block(engine)
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        try:
+            unload = ex.submit(srv.request, "POST", "/v1/unload_lora_adapter", {"lora_name": "x"})
+            wait_until(lambda: any(j.kind == "control" for j in engine.q), what="the unload to queue")
+            chat = ex.submit(ask, srv, model="x")  # accepted: x is still loaded when it arrives
+            wait_until(lambda: engine.waiting == 1, what="the request to queue behind the unload")
+        finally:
+            gate.set()
+        assert unload.result()[0] == 200
+        s, b = chat.result()
+    assert s == 404 and "unloaded" in b["error"]["message"], b
+
+
+# ---------------------------------------------------------------- the real model, the real command
+
+
+def test_trained_adapter_changes_answers(server, adapter_path):
+    s, base = ask(server, max_tokens=24)
     assert s == 200
-    base_text = base["choices"][0]["message"]["content"]
-
+    base_text = text(base)
     s, b = server.request("POST", "/v1/load_lora_adapter", {"lora_name": "tuned", "lora_path": str(adapter_path)})
     assert s == 200, b
-    s, b = server.request("POST", "/v1/load_lora_adapter", {"lora_name": "tuned", "lora_path": str(adapter_path)})
-    assert s == 400  # already loaded
-    s, b = server.request("POST", "/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "/no/such/dir"})
-    assert s == 400
-    assert "tuned" in [m["id"] for m in server.request("GET", "/v1/models")[1]["data"]]
-
-    s, tuned = ask(server, model="tuned")
+    s, tuned = ask(server, model="tuned", max_tokens=24)
     assert s == 200, tuned
-    tuned_text = tuned["choices"][0]["message"]["content"]
-    assert tuned_text != base_text
-    assert PROBE_ANSWER_WORD in tuned_text
-    # base requests run with adapters disabled
-    assert ask(server)[1]["choices"][0]["message"]["content"] == base_text
-
-    s, b = server.request("POST", "/v1/unload_lora_adapter", {"lora_name": "tuned"})
-    assert s == 200, b
+    assert text(tuned) != base_text and PROBE_ANSWER_WORD in text(tuned)
+    assert text(ask(server, max_tokens=24)[1]) == base_text  # base requests run with adapters disabled
+    assert server.request("POST", "/v1/unload_lora_adapter", {"lora_name": "tuned"})[0] == 200
     assert ask(server, model="tuned")[0] == 404
-    assert server.request("POST", "/v1/unload_lora_adapter", {"lora_name": "tuned"})[0] == 404
-    assert ask(server)[1]["choices"][0]["message"]["content"] == base_text
+    assert text(ask(server, max_tokens=24)[1]) == base_text

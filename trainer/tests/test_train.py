@@ -1,14 +1,31 @@
 import json
+import signal
 import subprocess
+import time
 
-from .conftest import TOTAL_STEPS, env, parse_events, train_cmd, write_chat_jsonl
+from .conftest import (
+    FACTS,
+    TOTAL_STEPS,
+    env,
+    parse_events,
+    train_cmd,
+    write_chat_jsonl,
+)
+
+# ---------------------------------------------------------------- the real model
 
 
 def test_killed_run_resumes_to_same_total(resumed_run):
     first = resumed_run["first"]
-    assert first[0] == {"event": "start", "total_steps": TOTAL_STEPS, "resumed_from_step": 0}
+    assert first[0] == {
+        "event": "start",
+        "total_steps": TOTAL_STEPS,
+        "resumed_from_step": 0,
+        "device": "cpu",
+        "precision": "fp32",
+    }
     assert any(e["event"] == "progress" for e in first)
-    ck = [e for e in first if e["event"] == "checkpoint"][0]
+    ck = next(e for e in first if e["event"] == "checkpoint")
     assert resumed_run["killed_rc"] != 0
 
     second = resumed_run["second"]
@@ -21,13 +38,23 @@ def test_killed_run_resumes_to_same_total(resumed_run):
     progress = [e for e in evs if e["event"] == "progress"]
     assert [e["step"] for e in progress] == list(range(evs[0]["resumed_from_step"] + 1, TOTAL_STEPS + 1))
     assert all(isinstance(e["loss"], float) and e["total_steps"] == TOTAL_STEPS for e in progress)
+    # tokens trained on in this process: counted from zero again after the resume, and growing
+    tokens = [e["tokens"] for e in progress]
+    assert 0 < tokens[0] < tokens[-1] and tokens == sorted(tokens)
     cks = [e for e in evs if e["event"] == "checkpoint"]
     assert cks and cks[-1]["step"] == TOTAL_STEPS  # older ones may be rotated away (save_total_limit=2)
     assert (resumed_run["out"] / f"checkpoint-{TOTAL_STEPS}" / "slearn-complete.json").is_file()
     done = evs[-1]
     assert done["event"] == "done" and done["steps"] == TOTAL_STEPS
-    assert done["train_seconds"] > 0
+    assert done["train_seconds"] > 0 and done["tokens_per_second"] > 0
+    assert "peak_memory_bytes" not in done  # CUDA only
     assert not (resumed_run["out"] / "checkpoint-999").exists()
+
+
+def test_every_event_kind_matches_the_contract(resumed_run):
+    # parse_events validated each against contract.json; here: all kinds were seen
+    kinds = {e["event"] for e in resumed_run["first"] + resumed_run["second_events"]}
+    assert kinds == {"start", "progress", "checkpoint", "done"}
 
 
 def test_completed_run_is_not_repeated(resumed_run):
@@ -36,44 +63,183 @@ def test_completed_run_is_not_repeated(resumed_run):
     evs = resumed_run["third_events"]
     assert [e["event"] for e in evs] == ["start", "done"]
     assert evs[1]["steps"] == TOTAL_STEPS
+    assert evs[1]["tokens_per_second"] == resumed_run["second_events"][-1]["tokens_per_second"]
     assert resumed_run["third_seconds"] < 30
 
 
 def test_adapter_loads_with_peft(adapter_path):
     cfg = json.loads((adapter_path / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["r"] == 8
+    # all-linear: every projection of the Llama blocks, not the LM head
+    assert set(cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert (adapter_path / "adapter_model.safetensors").is_file()
     from peft import PeftModel
 
     from slearn_trainer import modelload
 
-    model, tok, _ = modelload.load_model_and_tokenizer("embedded")
+    model, _, _ = modelload.load_model_and_tokenizer("embedded")
     peft_model = PeftModel.from_pretrained(model, str(adapter_path))
     assert "default" in peft_model.peft_config
     n_lora = sum(1 for n, _ in peft_model.named_parameters() if "lora_" in n)
     assert n_lora > 0
 
 
+def test_init_adapter_continues_training(tmp_path, train_data, resumed_run, adapter_path):
+    """A chained run starts from the adapter: its first loss is far below a fresh run's first loss,
+    and what it writes is again an adapter PEFT loads."""
+    out = tmp_path / "chained"
+    r = subprocess.run(
+        train_cmd(train_data, out, "--init-adapter", str(adapter_path), "--max-steps", "1"),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    evs = parse_events(r.stdout)
+    assert evs[0]["event"] == "start" and evs[0]["resumed_from_step"] == 0 and evs[0]["total_steps"] == 1
+    fresh_first = next(e["loss"] for e in resumed_run["first"] if e["event"] == "progress")
+    chained_first = next(e["loss"] for e in evs if e["event"] == "progress")
+    assert chained_first < 0.5 * fresh_first, (chained_first, fresh_first)
+    done = evs[-1]
+    assert done["event"] == "done" and done["steps"] == 1
+    from peft import PeftModel
+
+    from slearn_trainer import modelload
+
+    model, _, _ = modelload.load_model_and_tokenizer("embedded")
+    PeftModel.from_pretrained(model, done["adapter"])
+    info = json.loads((out / "adapter" / "slearn_training.json").read_text())
+    assert info["init_adapter_sha256"]
+
+
+# ---------------------------------------------------------------- fast failures
+
+
 def test_bad_data_fails_fast_not_retryable(tmp_path):
     data = tmp_path / "bad.jsonl"
-    data.write_text('{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}\n'
-                    '{"messages":[{"role":"user","content":"q only"}]}\n'
-                    'not json\n')
+    data.write_text(
+        '{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}\n'
+        '{"messages":[{"role":"user","content":"q only"}]}\n'
+        "not json\n"
+    )
     r = subprocess.run(train_cmd(data, tmp_path / "out"), capture_output=True, text=True, env=env(), timeout=120)
-    assert r.returncode != 0
+    assert r.returncode == 1
     evs = parse_events(r.stdout)
     assert len(evs) == 1 and evs[0]["event"] == "error" and evs[0]["retryable"] is False
     assert "bad.jsonl:2" in evs[0]["message"] and "bad.jsonl:3" in evs[0]["message"]
 
 
-def test_bad_args_fail_not_retryable(tmp_path):
-    data = write_chat_jsonl(tmp_path / "d.jsonl", [("q", "a")])
-    r = subprocess.run(train_cmd(data, tmp_path / "out", "--lr", "-1"), capture_output=True, text=True,
-                       env=env(), timeout=120)
-    assert r.returncode != 0
+# ---------------------------------------------------------------- the tiny model
+
+
+def test_training_options_and_fingerprint(tmp_path, tiny_base):
+    """--packing, --grad-accum, --lora-targets and --lora-dropout reach TRL/PEFT, and an --out dir
+    trained with other settings is refused (not resumed)."""
+    data = write_chat_jsonl(tmp_path / "d.jsonl", FACTS)
+    out = tmp_path / "out"
+    opts = [
+        "--packing",
+        "--grad-accum",
+        "2",
+        "--lora-targets",
+        "q_proj,v_proj",
+        "--lora-dropout",
+        "0.1",
+        "--max-steps",
+        "3",
+        "--save-steps",
+        "100",
+    ]
+    r = subprocess.run(
+        train_cmd(data, out, *opts, base=tiny_base), capture_output=True, text=True, env=env(), timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
     evs = parse_events(r.stdout)
-    assert evs[-1]["event"] == "error" and evs[-1]["retryable"] is False and "--lr" in evs[-1]["message"]
-    r = subprocess.run(train_cmd(data, tmp_path / "out", "--epochs", "x"), capture_output=True, text=True,
-                       env=env(), timeout=120)
-    assert r.returncode == 2
-    assert parse_events(r.stdout)[-1]["retryable"] is False
+    assert [e["step"] for e in evs if e["event"] == "progress"] == [1, 2, 3] and evs[-1]["event"] == "done"
+    assert all(e["tokens"] > 0 for e in evs if e["event"] == "progress")
+    cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert set(cfg["target_modules"]) == {"q_proj", "v_proj"} and cfg["lora_dropout"] == 0.1
+    run_cfg = json.loads((out / "slearn_run.json").read_text())
+    assert run_cfg["packing"] is True and run_cfg["gradient_accumulation"] == 2
+
+    opts[opts.index("0.1")] = "0.2"
+    r = subprocess.run(
+        train_cmd(data, out, *opts, base=tiny_base), capture_output=True, text=True, env=env(), timeout=300
+    )
+    assert r.returncode == 1
+    evs = parse_events(r.stdout)
+    assert evs[-1]["retryable"] is False and "--lora-dropout" in evs[-1]["message"]
+
+
+def test_packing_keeps_the_loss_on_answers_only(tmp_path, tiny_base):
+    """TRL 1.16 builds labels before packing: the same answer tokens carry the loss packed or not."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from slearn_trainer import cli, device, train
+
+    data = write_chat_jsonl(tmp_path / "d.jsonl", FACTS)
+    rows = train.read_chat_jsonl(str(data))
+    labelled = {}
+    for packing in (False, True):
+        args = cli.parse_args(
+            [
+                "train",
+                "--base",
+                str(tiny_base),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "o"),
+                "--max-seq-len",
+                "256",
+                *(["--packing"] if packing else []),
+            ]
+        )
+        model, tok = train.load_model(args, device.Runtime("cpu", "fp32"))
+        ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+        trainer = SFTTrainer(
+            model=model,
+            args=train.sft_config(args, device.Runtime("cpu", "fp32"), tmp_path / "o"),
+            train_dataset=ds,
+            processing_class=tok,
+            peft_config=train.lora_config(args),
+        )
+        labels = [x for row in trainer.train_dataset["labels"] for x in row]
+        labelled[packing] = (sum(1 for x in labels if x != -100), len(labels), len(trainer.train_dataset))
+    assert labelled[True][0] == labelled[False][0]  # the same answer tokens
+    assert labelled[True][0] < labelled[True][1] / 2  # prompts are masked
+    assert labelled[True][2] < labelled[False][2]  # and the examples were packed together
+
+
+def test_stdin_watchdog_stops_an_orphaned_trainer(tmp_path, tiny_base):
+    """SLEARN_TRAINER_WATCH_STDIN=1: when the worker that started the trainer dies, its pipe closes
+    and the trainer stops as on SIGTERM (retryable error event, exit 143)."""
+    data = write_chat_jsonl(tmp_path / "d.jsonl", FACTS)
+    p = subprocess.Popen(
+        train_cmd(data, tmp_path / "out", "--epochs", "1000", base=tiny_base),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env(SLEARN_TRAINER_WATCH_STDIN="1"),
+    )
+    try:
+        evs = []
+        for line in p.stdout:
+            evs += parse_events(line)
+            if any(e["event"] == "progress" for e in evs):
+                break
+        t0 = time.time()
+        p.stdin.close()  # what the kernel does when the parent is SIGKILLed
+        rc = p.wait(timeout=30)
+        evs += parse_events(p.stdout.read())
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+    assert rc == 128 + signal.SIGTERM
+    assert time.time() - t0 < 10
+    assert evs[-1]["event"] == "error" and evs[-1]["retryable"] is True and "stdin closed" in evs[-1]["message"]
