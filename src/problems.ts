@@ -2,12 +2,15 @@
 export interface Problem {
   file: string;
   line?: number;
+  /** For files without lines (Parquet, Arrow): the row, counted from 1 like lines (`ds[row - 1]` in Python). */
+  row?: number;
   field?: string;
   message: string;
 }
 
+/** `FILE:LINE: field: message`, or `FILE: row N: field: message` for a row of a Parquet or Arrow file. */
 export function formatProblem(p: Problem): string {
-  const where = p.line !== undefined ? `${p.file}:${p.line}` : p.file;
+  const where = p.line !== undefined ? `${p.file}:${p.line}` : p.row !== undefined ? `${p.file}: row ${p.row}` : p.file;
   return p.field ? `${where}: ${p.field}: ${p.message}` : `${where}: ${p.message}`;
 }
 
