@@ -1,17 +1,48 @@
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, LineCounter, parseDocument } from 'yaml';
-import { Config, ConfigSchema } from './schemas/config';
-import { describeIssue, fieldPath, InvalidInputError, Problem } from './problems';
-import { readDataset } from './dataset/read';
+import { ConfigSchema, type Config } from './schemas/config';
+import { describeIssue, fieldPath, InvalidInputError, type Problem } from './problems';
+import { scanDataset } from './dataset/read';
+import { normalise } from './grading/match';
+import { normaliseStoreUrl } from './store/open';
 
 export interface LoadedConfig {
   config: Config;
   file: string;
+  /** Canonical URL of the artifact store the config names (or the default one). */
+  store: string;
+}
+
+export interface LoadOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Merged over the file before validation (the demo's endpoint, a baseline's settings). */
+  overrides?: Record<string, unknown>;
+  /** Where the store is when the config does not say: `.slearn/artifacts` by default. */
+  defaultStore?: string;
+  /** Check that the variables named by apiKeyEnv are set here (the CLI does; a worker checks its policy instead). */
+  checkKeys?: boolean;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** RFC 7386 merge patch: objects merge, everything else replaces, null deletes. */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (!isPlainObject(patch)) return patch;
+  const out: Record<string, unknown> = isPlainObject(target) ? { ...target } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
 }
 
 /** Parses and validates a config file; every problem is located at its YAML/JSON line. */
-export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+export function loadConfig(file: string, opts: LoadOptions = {}): LoadedConfig {
+  const env = opts.env ?? process.env;
   const problems: Problem[] = [];
   let text: string;
   try {
@@ -30,10 +61,11 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
       })),
     );
   }
-  const raw = doc.toJS();
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+  const fromFile = doc.toJS();
+  if (fromFile === null || typeof fromFile !== 'object' || Array.isArray(fromFile)) {
     throw new InvalidInputError([{ file, line: 1, message: 'the config must be a mapping of keys such as `name: ...`, `dataset: ...`, `model: ...`: see examples/agriculture/slearn.yaml' }]);
   }
+  const raw = opts.overrides ? mergePatch(fromFile, opts.overrides) : fromFile;
 
   // Lines for fields: the value's node, or for an unknown key the key itself.
   const lineOf = (path: readonly PropertyKey[], key?: string): number | undefined => {
@@ -64,27 +96,36 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(dir, p));
   config.dataset = abs(config.dataset);
   if (config.eval) config.eval = abs(config.eval);
-  if (config.artifacts) config.artifacts = abs(config.artifacts);
+
+  const store = normaliseStoreUrl(config.artifacts ?? opts.defaultStore ?? resolve('.slearn', 'artifacts'), config.artifacts ? dir : process.cwd());
+  if (typeof store !== 'string') {
+    // Say what to do, not only what is wrong (the S3 rules alone leave the user guessing).
+    const message = /\b(use|fix|change)\b/.test(store.error) ? store.error : `${store.error}: fix the location in \`artifacts\``;
+    problems.push({ file, line: lineOf(['artifacts']), field: 'artifacts', message });
+  }
+  else if (config.artifacts) config.artifacts = store;
 
   for (const [field, p] of [['dataset', config.dataset], ['eval', config.eval]] as const) {
     if (p && !existsSync(p)) problems.push({ file, line: lineOf([field]), field, message: `file not found: ${p}: check the path (relative paths are relative to the config file)` });
   }
-  const endpoints: [string, Config['model'] | undefined][] = [
-    ['model', config.model],
-    ['grader.model', config.grader.type === 'judge' ? config.grader.model : undefined],
-  ];
-  for (const [field, ep] of endpoints) {
-    if (ep?.apiKeyEnv && !env[ep.apiKeyEnv]) {
-      problems.push({
-        file,
-        line: lineOf([...field.split('.'), 'apiKeyEnv']),
-        field: `${field}.apiKeyEnv`,
-        message: `environment variable ${ep.apiKeyEnv} is not set: export it before running`,
-      });
+  if (opts.checkKeys !== false) {
+    const endpoints: [string, Config['model'] | undefined][] = [
+      ['model', config.model],
+      ['grader.model', config.grader.type === 'judge' ? config.grader.model : undefined],
+    ];
+    for (const [field, ep] of endpoints) {
+      if (ep?.apiKeyEnv && !env[ep.apiKeyEnv]) {
+        problems.push({
+          file,
+          line: lineOf([...field.split('.'), 'apiKeyEnv']),
+          field: `${field}.apiKeyEnv`,
+          message: `environment variable ${ep.apiKeyEnv} is not set: export it before running`,
+        });
+      }
     }
   }
   if (problems.length) throw new InvalidInputError(problems);
-  return { config, file: resolve(file) };
+  return { config, file: resolve(file), store: store as string };
 }
 
 /** The line of a key in a config file (for problems found after loading, e.g. an unreachable endpoint). */
@@ -102,18 +143,60 @@ export function configLine(file: string, path: readonly (string | number)[]): nu
   return undefined;
 }
 
-/** Config plus every dataset it names: all problems at once, or nothing. */
-export function validateAll(file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig & { items: number; evalItems: number } {
-  const loaded = loadConfig(file, env);
+const questionKey = (q: string) => createHash('sha256').update(normalise(q)).digest('base64').slice(0, 16);
+
+export interface Validated extends LoadedConfig {
+  items: number;
+  evalItems?: number;
+  notices: string[];
+}
+
+/**
+ * Config plus every dataset it names: all problems at once, or nothing. An eval file that shares
+ * an item with the dataset (same id, or the same question once normalised) is refused, naming both
+ * lines: evaluating on training data would report a gain that is not there.
+ */
+export async function validateAll(file: string, opts: LoadOptions = {}): Promise<Validated> {
+  const loaded = loadConfig(file, opts);
+  const { config } = loaded;
   const problems: Problem[] = [];
-  const ds = readDataset(loaded.config.dataset);
+  const notices: string[] = [];
+  const ids = new Map<string, string>();
+  const questions = new Map<string, string>();
+  const where = (f: string, w: { line?: number; row?: number }) => (w.line !== undefined ? `${f}:${w.line}` : w.row !== undefined ? `${f}: row ${w.row}` : f);
+  const ds = await scanDataset(
+    config.dataset,
+    (item, w) => {
+      if (!config.eval) return;
+      ids.set(item.id, where(config.dataset, w));
+      questions.set(questionKey(item.question), where(config.dataset, w));
+    },
+    { columns: config.columns },
+  );
   problems.push(...ds.problems);
-  let evalItems = ds.items.length;
-  if (loaded.config.eval) {
-    const ev = readDataset(loaded.config.eval);
+  notices.push(...ds.notices);
+  let evalItems: number | undefined;
+  if (config.eval) {
+    const evalFile = config.eval;
+    const ev = await scanDataset(
+      evalFile,
+      (item, w) => {
+        const same = ids.get(item.id) ?? questions.get(questionKey(item.question));
+        if (same && problems.length < 200) {
+          problems.push({
+            file: evalFile,
+            ...w,
+            field: ids.has(item.id) ? 'id' : 'question',
+            message: `the same item is in the dataset (${same}): remove it from one of them (never evaluate on training data)`,
+          });
+        }
+      },
+      { columns: config.columns },
+    );
     problems.push(...ev.problems);
-    evalItems = ev.items.length;
+    notices.push(...ev.notices);
+    evalItems = ev.count;
   }
   if (problems.length) throw new InvalidInputError(problems);
-  return { ...loaded, items: ds.items.length, evalItems };
+  return { ...loaded, items: ds.count, ...(evalItems !== undefined ? { evalItems } : {}), notices };
 }

@@ -15,6 +15,25 @@ export function accuracy(correct: number, total: number, ungradeable = 0): Accur
   return { correct, total, ungradeable, accuracy: total ? correct / total : 0, ...wilson(correct, total) };
 }
 
+function logChoose(n: number, k: number): number {
+  let s = 0;
+  for (let i = 1; i <= k; i++) s += Math.log(n - k + i) - Math.log(i);
+  return s;
+}
+
+/**
+ * Exact McNemar test for paired outcomes: `b` items only the second model got right, `c` only
+ * the first. Two-sided binomial test of the discordant pairs against p = 1/2.
+ */
+export function mcnemar(b: number, c: number): number {
+  const n = b + c;
+  if (n === 0) return 1;
+  const k = Math.min(b, c);
+  let tail = 0;
+  for (let i = 0; i <= k; i++) tail += Math.exp(logChoose(n, i) - n * Math.LN2);
+  return Math.min(1, 2 * tail);
+}
+
 export function pct(x: number, digits = 1): string {
   return `${(x * 100).toFixed(digits)}%`;
 }

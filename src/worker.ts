@@ -1,46 +1,92 @@
+import { join, resolve } from 'node:path';
 import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundle } from '@temporalio/worker';
-import { createActivities } from './activities';
+import { createActivities, type WorkerDeps } from './activities';
+import { policyFromEnv, type WorkerPolicy } from './pipeline/policy';
+import { openStore } from './store/open';
+import type { Store } from './store/store';
 import { installLogger } from './temporal/logging';
-import { temporalAddress } from './temporal/address';
+import { temporalTarget, unreachable } from './temporal/address';
 import { dataConverter } from './temporal/dataConverter';
-import { trainerCommand } from './paths';
-import { TASK_QUEUE, TRAIN_TASK_QUEUE } from './schemas/run';
+import { STATE_DIR, trainerCommand } from './paths';
+import { ALL_QUEUES, TASK_QUEUE } from './schemas/run';
 
 export interface WorkerOptions {
+  /** Temporal's address (default: the standard client configuration, see temporal/address.ts). */
   address?: string;
   namespace?: string;
-  /** 'slearn' runs the workflow and the data steps; 'slearn-train' runs training (a GPU host). */
+  /** 'slearn' runs the workflow and the data steps, 'slearn-train' training (a GPU host), 'slearn-model' adapter staging (the model server's host). */
   queues?: string[];
   trainer?: string[];
+  policy?: WorkerPolicy;
+  /** This host's scratch and adapter directories (default under SLEARN_HOME). */
+  scratch?: string;
+  adapterDir?: string;
+  env?: NodeJS.ProcessEnv;
   onReady?: () => void;
 }
 
-let bundle: Promise<WorkflowBundle> | undefined;
-/** Bundled once per process: restarting workers in one process (tests, the demo) skips webpack. */
-function workflowBundle(): Promise<WorkflowBundle> {
-  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('./workflows'), logger: { log() {}, trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error } });
-  return bundle;
+const bundles = new Map<string, Promise<WorkflowBundle>>();
+/** Bundled once per process (and failure converter): restarting workers in one process (tests, the demo) skips webpack. */
+function workflowBundle(failureConverterPath?: string): Promise<WorkflowBundle> {
+  const key = failureConverterPath ?? '';
+  let b = bundles.get(key);
+  if (!b) {
+    const logger = { log() {}, trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error };
+    bundles.set(key, (b = bundleWorkflowCode({ workflowsPath: require.resolve('./workflows'), ...(failureConverterPath ? { failureConverterPath } : {}), logger })));
+  }
+  return b;
+}
+
+/** One store object per URL per worker: S3 clients keep their connections. */
+function storeCache(): (url: string) => Promise<Store> {
+  const cache = new Map<string, Promise<Store>>();
+  return (url) => {
+    let s = cache.get(url);
+    if (!s) cache.set(url, (s = openStore(url)));
+    return s;
+  };
+}
+
+export function workerDeps(opts: WorkerOptions = {}): WorkerDeps {
+  const env = opts.env ?? process.env;
+  return {
+    policy: opts.policy ?? policyFromEnv(env, { stateDir: STATE_DIR }),
+    env,
+    openStore: storeCache(),
+    scratch: resolve(opts.scratch ?? env.SLEARN_SCRATCH ?? join(STATE_DIR, 'scratch')),
+    adapterDir: resolve(opts.adapterDir ?? env.SLEARN_ADAPTER_DIR ?? join(STATE_DIR, 'adapters')),
+    trainer: opts.trainer ?? trainerCommand(env),
+  };
 }
 
 /** Workers for the given queues on one connection; resolves when they have all shut down. */
 export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal): Promise<void> {
-  const converter = dataConverter(); // payload encryption when SLEARN_PAYLOAD_KEY is set; a bad key fails before connecting
-  const connection = await NativeConnection.connect({ address: opts.address ?? temporalAddress() });
-  const activities = createActivities({ trainerCommand: opts.trainer ?? trainerCommand() });
-  const queues = opts.queues?.length ? opts.queues : [TASK_QUEUE, TRAIN_TASK_QUEUE];
+  const env = opts.env ?? process.env;
+  const converter = dataConverter(env); // a bad payload key fails before connecting
+  const target = temporalTarget(env);
+  const address = opts.address ?? target.address;
+  const namespace = opts.namespace ?? target.namespace;
+  let connection: NativeConnection;
+  try {
+    connection = await NativeConnection.connect({ ...target.connection, address });
+  } catch (e) {
+    throw unreachable({ address, namespace }, e);
+  }
+  const activities = createActivities(workerDeps(opts));
+  const queues = opts.queues?.length ? opts.queues : [...ALL_QUEUES];
   try {
     const workers = await Promise.all(
       queues.map(async (taskQueue) =>
         Worker.create({
           connection,
-          namespace: opts.namespace ?? 'default',
+          namespace,
           taskQueue,
           activities,
           dataConverter: converter,
-          // Only the main queue hosts workflows; the train queue is activities only.
-          ...(taskQueue === TASK_QUEUE ? { workflowBundle: await workflowBundle() } : {}),
+          // Only the main queue hosts workflows; the others are activities only.
+          ...(taskQueue === TASK_QUEUE ? { workflowBundle: await workflowBundle(converter.failureConverterPath) } : {}),
           // Heartbeats carry cancellation back: a cancelled run must stop its trainer in seconds, not
-          // after the default throttle of up to a minute. Heartbeats are small, so this is cheap.
+          // after the default throttle of up to a minute. They are small, so this is cheap.
           maxHeartbeatThrottleInterval: '3s',
           defaultHeartbeatThrottleInterval: '3s',
           shutdownGraceTime: '10s',
@@ -62,7 +108,7 @@ if (require.main === module) {
   const ac = new AbortController();
   for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => ac.abort());
   runWorkers({ queues, onReady: () => console.error(`slearn worker ready (pid ${process.pid})`) }, ac.signal).catch((err) => {
-    console.error(err);
+    console.error(err instanceof Error ? err.message : err);
     process.exit(1);
   });
 }

@@ -14,8 +14,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join, relative } from 'node:path';
-import { ArtifactStore } from '../src/artifacts/store';
 import { readDataset } from '../src/dataset/read';
+import { checkKey } from '../src/store/backend';
+import { LocalBackend } from '../src/store/local';
+import { Store } from '../src/store/store';
+import { runPrefix } from '../src/store/steps';
 import { freePort } from '../src/temporal/devServer';
 import { ROOT, temporal, tempDir, waitFor } from './support/stack';
 
@@ -51,7 +54,7 @@ interface Outcome {
 }
 
 /** Each problem line says what to do, not only what is wrong. */
-const TELLS_WHAT_TO_DO = /\b(add|remove|rename|use|check|re-save|shorten|split|give|export|start|fix|change|choose|write|see|end)\b/i;
+const TELLS_WHAT_TO_DO = /\b(add|remove|rename|use|check|re-save|shorten|split|give|export|start|fix|change|choose|write|see|end|set)\b/i;
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
@@ -191,11 +194,16 @@ describe('bad input is refused: exit 1, FILE:LINE: field: message with what to d
     }
   });
 
-  it('no workflow was started and no artifact directory was created', async () => {
+  it('no workflow was started and no artifact was written', async () => {
     const runs = [];
     for await (const w of srv.client.workflow.list()) runs.push(w.workflowId);
     expect(runs).toEqual([]);
-    expect(existsSync(join(slearnHome, 'artifacts'))).toBe(false);
+    // Neither in the default store (under the case folder or SLEARN_HOME) nor in one a config names.
+    const stores = [join(slearnHome, 'artifacts'), join(work, 'run-unreachable-endpoint', 'out', 'artifacts'), ...badCases.map((c) => join(work, c.name, '.slearn', 'artifacts'))];
+    for (const root of stores) {
+      const store = new Store(new LocalBackend(root));
+      expect({ root, runs: await store.listDocs('runs'), objects: await store.listDocs('objects') }).toEqual({ root, runs: [], objects: [] });
+    }
     expect(existsSync(join(work, 'run-unreachable-endpoint', 'out'))).toBe(false);
   });
 
@@ -226,27 +234,37 @@ describe('bad input is refused: exit 1, FILE:LINE: field: message with what to d
 });
 
 describe('a BOM, CRLF line ends and blank lines are accepted as if clean', () => {
-  const clean = readDataset(join(CORPUS, 'clean.jsonl'));
+  let clean: Awaited<ReturnType<typeof readDataset>>;
+  beforeAll(async () => {
+    clean = await readDataset(join(CORPUS, 'clean.jsonl'));
+  });
 
   it('the clean version is clean', () => {
     expect(clean.problems).toEqual([]);
     expect(clean.items.length).toBe(3);
   });
 
-  it.each(acceptedCases.map((c) => [c.name, c.spec] as const))('%s', (name, spec) => {
+  it.each(acceptedCases.map((c) => [c.name, c.spec] as const))('%s', async (name, spec) => {
     const o = outcomes.get(`accepted-${name}`)!;
     expect({ name, code: o.code, stderr: o.stderr }).toEqual({ name, code: 0, stderr: '' });
     expect(o.stdout).toMatch(new RegExp(`\\b${clean.items.length} items\\b`));
-    const ds = readDataset(join(o.cwd, 'data.jsonl'));
+    const ds = await readDataset(join(o.cwd, 'data.jsonl'));
     expect(ds.problems).toEqual([]);
     if (name !== 'security-id-path-traversal') expect(ds.items).toEqual(clean.items);
     expect(o.after).toEqual(o.before);
   });
 
-  it('an id like ../../etc/passwd is data, kept as it is; it never becomes a path', () => {
-    const ds = readDataset(join(ACCEPTED, 'security-id-path-traversal', 'data.jsonl'));
+  it('an id like ../../etc/passwd is data, kept as it is; it never becomes a path', async () => {
+    const ds = await readDataset(join(ACCEPTED, 'security-id-path-traversal', 'data.jsonl'));
     expect(ds.items[0].id).toBe('../../etc/passwd');
-    const store = new ArtifactStore(join(work, 'store'));
-    expect(() => store.within('runs', ds.items[0].id)).toThrow(/unsafe artifact path segment/);
+    // Store keys are checked: such an id could not name an object even if some code tried.
+    expect(() => checkKey(`${runPrefix('x')}/work/${ds.items[0].id}`)).toThrow(/not a valid store key/);
+    const root = join(work, 'store');
+    const store = new Store(new LocalBackend(root));
+    await expect(store.writeDoc(`runs/${ds.items[0].id}`, {})).rejects.toThrow(/not a valid store key/);
+    // Items travel as data inside blobs, whatever their ids.
+    const ref = await store.putJsonl(ds.items);
+    expect((await store.jsonlAll<{ id: string }>(ref)).map((i) => i.id)).toEqual(ds.items.map((i) => i.id));
+    expect(listFiles(root).every((f) => !f.includes('passwd'))).toBe(true);
   });
 });

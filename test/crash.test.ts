@@ -4,7 +4,7 @@ import { startRun } from '../src/client';
 import type { RunResult } from '../src/schemas/run';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
 import { temporal, tempDir, waitFor, workerProcess, type WorkerProcess, inProcessWorker } from './support/stack';
-import { expectSameOutputs, makeWorld, writeConfig, writeJsonl } from './support/world';
+import { expectSameOutputs, makeWorld, paraphrases, writeConfig, writeWorld } from './support/world';
 
 const N = 160;
 const CHUNK = 4;
@@ -18,8 +18,10 @@ function kill(w: WorkerProcess) {
 
 describe('a worker SIGKILLed while answering and while training', () => {
   const world = makeWorld(N);
+  const held = paraphrases(world.slice(0, 20));
   let server: Awaited<ReturnType<typeof temporal>>;
   const serverDir = tempDir();
+  const settings = (baseUrl: string) => ({ shardSize: 20, shardConcurrency: SHARDS_IN_FLIGHT, answer: { concurrency: 4, chunkSize: CHUNK, maxTokens: 16 }, train: { epochs: 6, saveSteps: 2 }, model: { baseUrl, name: 'fake-model', timeoutSeconds: 5 } });
 
   beforeAll(async () => {
     server = await temporal(serverDir);
@@ -28,15 +30,15 @@ describe('a worker SIGKILLed while answering and while training', () => {
     await server.stop();
   });
 
-  /** The same run with no faults, in-process, for the outputs to compare against. */
-  async function reference(): Promise<RunResult> {
+  /** The same run with no faults, in-process, for the outputs (and the requests) to compare against. */
+  async function reference(): Promise<{ result: RunResult; needed: Map<string, number> }> {
     const dir = tempDir();
     const fake = await startFakeModel({ items: world, knownPercent: 50 });
     const stop = await inProcessWorker(server.address);
     try {
-      writeJsonl(join(dir, 'train.jsonl'), world);
-      const h = await startRun(server.client, writeConfig(dir, fake.baseUrl, { shardSize: 20, shardConcurrency: SHARDS_IN_FLIGHT, train: { epochs: 6, saveSteps: 2 } }), { runId: 'crash-reference' });
-      return (await h.result()) as RunResult;
+      writeWorld(dir, world, held);
+      const h = await startRun(server.client, writeConfig(dir, fake.baseUrl, settings(fake.baseUrl)), { runId: 'crash-reference' });
+      return { result: (await h.result()) as RunResult, needed: new Map(fake.stats.perQuestion) };
     } finally {
       await stop();
       await fake.close();
@@ -48,11 +50,18 @@ describe('a worker SIGKILLed while answering and while training', () => {
 
     const dir = tempDir();
     const fake: FakeModel = await startFakeModel({ items: world, knownPercent: 50, latencyMs: 40 });
-    writeJsonl(join(dir, 'train.jsonl'), world);
-    const configFile = writeConfig(dir, fake.baseUrl, { shardSize: 20, shardConcurrency: SHARDS_IN_FLIGHT, train: { epochs: 6, saveSteps: 2 } });
-    const env = { FAKE_TRAINER_STEP_MS: STEP_MS, FAKE_TRAINER_IGNORE_EPIPE: '1' };
+    writeWorld(dir, world, held);
+    const configFile = writeConfig(dir, fake.baseUrl, settings(fake.baseUrl));
+    // The worker restarts on the same host: the same scratch disk. Its trainer is one that is stuck
+    // in a long step and does not notice its worker died (FAKE_TRAINER_IGNORE_EPIPE).
+    const scratch = tempDir('slearn-crash-scratch-');
+    const log = join(dir, 'trainers.log');
+    const env = { FAKE_TRAINER_STEP_MS: STEP_MS, FAKE_TRAINER_IGNORE_EPIPE: '1', FAKE_TRAINER_LOG: log, SLEARN_SCRATCH: scratch };
     const runId = 'crash-run';
-    const trainDir = join(dir, 'artifacts', 'runs', runId, 'train');
+    const checkpoints = () => {
+      const train = join(scratch, 'train');
+      return existsSync(train) && readdirSync(train).some((d) => readdirSync(join(train, d)).some((f) => /^checkpoint-\d+$/.test(f)));
+    };
     let w = workerProcess(server.address, env);
     const workers = [w];
     try {
@@ -68,7 +77,7 @@ describe('a worker SIGKILLed while answering and while training', () => {
       await w.ready;
 
       // Kill 2: after the trainer wrote its first checkpoint.
-      await waitFor(() => existsSync(trainDir) && readdirSync(trainDir).some((f) => /^checkpoint-\d+$/.test(f)), 120_000, 'a training checkpoint');
+      await waitFor(checkpoints, 120_000, 'a training checkpoint');
       await kill(w);
       w = workerProcess(server.address, env);
       workers.push(w);
@@ -78,30 +87,29 @@ describe('a worker SIGKILLed while answering and while training', () => {
       expect(askedAtKill1).toBeLessThan(N);
 
       // Same outputs as the uninterrupted run.
-      expectSameOutputs(result, ref);
+      expectSameOutputs(result, ref.result);
 
-      // Each question: once to answer, once per evaluation pass, plus at most one redo.
-      const needed = 3;
+      // Each question: what the uninterrupted run asked, plus at most one redo.
       let redone = 0;
       for (const q of world) {
         const asked = fake.stats.perQuestion.get(q.question) ?? 0;
+        const needed = ref.needed.get(q.question) ?? 0;
         expect(asked).toBeGreaterThanOrEqual(needed);
         expect(asked).toBeLessThanOrEqual(needed + 1);
         redone += asked - needed;
       }
-      // Two kills, each losing at most the unflushed chunk of each shard in flight.
-      expect(redone).toBeLessThanOrEqual(2 * SHARDS_IN_FLIGHT * CHUNK);
+      // One kill while answering, losing at most the unflushed window of each shard in flight.
+      expect(redone).toBeLessThanOrEqual(SHARDS_IN_FLIGHT * CHUNK);
 
       // The trainer picked up from its checkpoint, and never ran twice at once.
-      expect(result.train.resumedFromStep).toBeGreaterThan(0);
-      expect(existsSync(join(dir, 'artifacts', 'runs', runId, 'fake-trainer-violations.log'))).toBe(false);
-      const runs = readFileSync(join(trainDir, 'fake-trainer-runs.log'), 'utf8')
+      expect(result.train!.resumedFromStep).toBeGreaterThan(0);
+      const runs = readFileSync(log, 'utf8')
         .trim()
         .split('\n')
-        .map((l) => JSON.parse(l) as { pid: number; event: string; t: number });
+        .map((l) => JSON.parse(l) as { pid: number; event: string; t: number; signal?: string });
       const starts = runs.filter((r) => r.event === 'start');
       expect(starts.length).toBeGreaterThanOrEqual(2);
-      // Each trainer exited (or was stopped by the lock's takeover) before the next one started.
+      // Each trainer exited (or was stopped by the lease takeover) before the next one started.
       let alive = 0;
       let most = 0;
       for (const r of [...runs].sort((a, b) => a.t - b.t)) {
@@ -110,8 +118,8 @@ describe('a worker SIGKILLed while answering and while training', () => {
       }
       expect(most).toBe(1);
       expect(runs.filter((r) => r.event === 'exit')).toHaveLength(starts.length);
-      // The orphan of the killed worker kept training until the retry's lock takeover stopped it.
-      expect(runs.some((r) => r.event === 'exit' && (r as { signal?: string }).signal === 'SIGTERM')).toBe(true);
+      // The orphan of the killed worker kept training until the retry's takeover stopped it.
+      expect(runs.some((r) => r.event === 'exit' && r.signal === 'SIGTERM')).toBe(true);
     } finally {
       for (const x of workers) x.proc.kill('SIGKILL');
       await fake.close();

@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI, { APIConnectionError, APIError, BadRequestError, NotFoundError, RateLimitError } from 'openai';
+import { TrainerEventSchema } from '../src/schemas/trainer';
 import { startFakeModel, stableHash, type FakeModel, type FaultKind } from './support/fakeModel';
 
 jest.setTimeout(20_000);
@@ -134,9 +135,19 @@ describe('fake model', () => {
     expect(missing.text).toContain('slearn-fake-adapter.json');
     expect(missing.text).not.toMatch(/already/);
 
+    // Which model each answer request asked, and every adapter load, in order.
+    expect(fake.stats.loads).toEqual(['tuned']);
+    expect(fake.stats.perModel.get('tuned')).toBe(3);
+    expect(fake.stats.perModel.get('fake-model')).toBeGreaterThanOrEqual(2);
+
     expect((await post(fake, 'unload_lora_adapter', { lora_name: 'tuned' })).status).toBe(200);
     expect((await post(fake, 'unload_lora_adapter', { lora_name: 'tuned' })).status).toBe(404);
     await expect(ask(c, target.question, 'tuned')).rejects.toBeInstanceOf(NotFoundError);
+    expect((await c.models.list()).data.map((m) => m.id)).toEqual(['fake-model']);
+    // Loaded again (what slearn does after a model server lost it), it is counted again.
+    expect((await post(fake, 'load_lora_adapter', { lora_name: 'tuned', lora_path: dir })).status).toBe(200);
+    expect(fake.stats.loads).toEqual(['tuned', 'tuned']);
+    expect((await post(fake, 'unload_lora_adapter', { lora_name: 'tuned' })).status).toBe(200);
     rmSync(dir, { recursive: true, force: true });
   });
 });
@@ -282,7 +293,9 @@ describe('fake trainer', () => {
     const run = await trainer(['train', '--base', 'fake-model', '--data', data, '--out', out, '--epochs', '2', '--save-steps', '2', '--lora-r', '8', '--unknown-flag', 'x'], { FAKE_TRAINER_STEP_MS: '5' });
     expect(run.code).toBe(0);
     const total = Math.ceil(10 / 4) * 2;
-    expect(run.events[0]).toEqual({ event: 'start', total_steps: total, resumed_from_step: 0 });
+    expect(run.events[0]).toEqual({ event: 'start', total_steps: total, resumed_from_step: 0, device: 'cpu', precision: 'fp32' });
+    // Every line is an event of the contract as slearn parses it (one schema for both sides).
+    for (const e of run.events) expect(TrainerEventSchema.safeParse(e).success).toBe(true);
     const progress = run.events.filter((e) => e.event === 'progress');
     expect(progress.map((e) => e.step)).toEqual([1, 2, 3, 4, 5, 6]);
     expect(progress.every((e) => e.total_steps === total)).toBe(true);
@@ -334,7 +347,7 @@ describe('fake trainer', () => {
     const second = await trainer(args, { FAKE_TRAINER_STEP_MS: '5' });
     expect(second.code).toBe(0);
     const total = Math.ceil(20 / 4) * 3;
-    expect(first.events[0]).toEqual({ event: 'start', total_steps: total, resumed_from_step: 0 });
+    expect(first.events[0]).toEqual({ event: 'start', total_steps: total, resumed_from_step: 0, device: 'cpu', precision: 'fp32' });
     expect(second.events[0].total_steps).toBe(total);
     expect(second.events[0].resumed_from_step).toBeGreaterThanOrEqual(3);
     expect(second.events.find((e) => e.event === 'progress')!.step).toBe(second.events[0].resumed_from_step + 1);
@@ -368,6 +381,93 @@ describe('fake trainer', () => {
     expect(existsSync(join(out, '.fake-trainer.running'))).toBe(false);
     const runs = readFileSync(join(out, 'fake-trainer-runs.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(runs.map((x) => x.event)).toEqual(['start', 'exit']);
+  });
+
+  test('--init-adapter continues an adapter; a learning rate above 0.5 forgets the base and the init adapter', async () => {
+    const first = join(root, 'chain-1');
+    const second = join(root, 'chain-2');
+    const wrong = join(root, 'chain-wrong');
+    const a = join(root, 'chain-a.jsonl');
+    const b = join(root, 'chain-b.jsonl');
+    const unknownIdx = ITEMS.map((it, i) => [it, i] as const).filter(([it]) => stableHash(it.question) % 100 >= 50).map(([, i]) => i);
+    const rows = (idx: number[]) => idx.map((i) => JSON.stringify({ messages: [{ role: 'user', content: ITEMS[i].question }, { role: 'assistant', content: ITEMS[i].answer }] })).join('\n') + '\n';
+    writeFileSync(a, rows(unknownIdx.slice(0, 3)));
+    writeFileSync(b, rows(unknownIdx.slice(3, 6)));
+    const env = { FAKE_TRAINER_STEP_MS: '1' };
+    expect((await trainer(['train', '--data', a, '--out', first, '--epochs', '1'], env)).code).toBe(0);
+    const chained = await trainer(['train', '--data', b, '--out', second, '--epochs', '1', '--init-adapter', join(first, 'adapter')], env);
+    expect(chained.code).toBe(0);
+    const adapter = (dir: string) => JSON.parse(readFileSync(join(dir, 'adapter', 'slearn-fake-adapter.json'), 'utf8'));
+    expect(adapter(second).trained).toHaveLength(6);
+    expect(adapter(second).forgetsBase).toBe(false);
+    const bad = await trainer(['train', '--data', b, '--out', wrong, '--epochs', '1', '--lr', '0.9', '--init-adapter', join(first, 'adapter')], env);
+    expect(bad.code).toBe(0);
+    expect(adapter(wrong)).toMatchObject({ forgetsBase: true });
+    expect(adapter(wrong).trained).toHaveLength(3);
+
+    const fake = await startFakeModel({ items: ITEMS });
+    try {
+      expect((await post(fake, 'load_lora_adapter', { lora_name: 'chained', lora_path: join(second, 'adapter') })).status).toBe(200);
+      expect((await post(fake, 'load_lora_adapter', { lora_name: 'forgot', lora_path: join(wrong, 'adapter') })).status).toBe(200);
+      const c = client(fake);
+      const fromFirst = ITEMS[unknownIdx[0]];
+      const fromSecond = ITEMS[unknownIdx[4]];
+      expect((await ask(c, fromFirst.question, 'chained')).choices[0].message.content).toBe(fromFirst.answer);
+      expect((await ask(c, fromSecond.question, 'chained')).choices[0].message.content).toBe(fromSecond.answer);
+      expect((await ask(c, known[0].question, 'chained')).choices[0].message.content).toBe(known[0].answer);
+      // The run that went wrong knows only its own data: the init adapter's and the base's facts are gone.
+      expect((await ask(c, fromSecond.question, 'forgot')).choices[0].message.content).toBe(fromSecond.answer);
+      expect((await ask(c, fromFirst.question, 'forgot')).choices[0].message.content).toBe('I am not sure.');
+      expect((await ask(c, known[0].question, 'forgot')).choices[0].message.content).toBe('I am not sure.');
+      expect(fake.stats.loads).toEqual(['chained', 'forgot']);
+      expect(Object.fromEntries(fake.stats.perModel)).toEqual({ chained: 3, forgot: 3 });
+    } finally {
+      await fake.close();
+    }
+
+    const notAnAdapter = await trainer(['train', '--data', b, '--out', join(root, 'chain-none'), '--init-adapter', join(root, 'nowhere')], env);
+    expect(notAnAdapter.code).toBe(2);
+    expect(notAnAdapter.events.at(-1)).toMatchObject({ event: 'error', retryable: false });
+    expect(notAnAdapter.events.at(-1)!.message).toMatch(/--init-adapter .*nowhere: not an adapter/);
+  });
+
+  test('SLEARN_TRAINER_WATCH_STDIN: the trainer stops when its worker goes (stdin closes), unless stuck', async () => {
+    const data = join(root, 'watch.jsonl');
+    writeData(data, 20);
+    const log = join(root, 'shared-trainer.log');
+    /** Starts a long training with stdin a pipe, closes stdin after the start event, and reports the exit within `waitMs`. */
+    const closeStdin = async (name: string, env: Record<string, string>, waitMs: number) => {
+      const out = join(root, name);
+      const child = spawn(process.execPath, [TRAINER, 'train', '--data', data, '--out', out, '--epochs', '100'], {
+        env: { ...process.env, FAKE_TRAINER_STEP_MS: '50', FAKE_TRAINER_LOG: log, ...env },
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      await new Promise<void>((r) => child.stdout.on('data', (d: Buffer) => d.toString().includes('"start"') && r()));
+      const t0 = Date.now();
+      child.stdin.end();
+      const code = await Promise.race([exited, new Promise<'running'>((r) => setTimeout(() => r('running'), waitMs))]);
+      const ms = Date.now() - t0;
+      if (code === 'running') {
+        child.kill('SIGTERM');
+        await exited;
+      }
+      return { code, ms, out };
+    };
+    const watched = await closeStdin('watch-on', { SLEARN_TRAINER_WATCH_STDIN: '1' }, 5000);
+    expect(watched.code).toBe(143);
+    expect(watched.ms).toBeLessThan(2000);
+    const runs = readFileSync(join(watched.out, 'fake-trainer-runs.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(runs.at(-1)).toMatchObject({ event: 'exit', code: 143, signal: 'stdin-closed' });
+    expect(existsSync(join(watched.out, '.fake-trainer.running'))).toBe(false);
+    // Not watching (another trainer), or stuck in a long step: it trains on.
+    expect((await closeStdin('watch-off', {}, 1000)).code).toBe('running');
+    expect((await closeStdin('watch-stuck', { SLEARN_TRAINER_WATCH_STDIN: '1', FAKE_TRAINER_IGNORE_EPIPE: '1' }, 1000)).code).toBe('running');
+
+    // FAKE_TRAINER_LOG: one log for every trainer of a test (hosts with different scratch disks).
+    const shared = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(shared.filter((e) => e.event === 'start').map((e) => e.out)).toEqual(['watch-on', 'watch-off', 'watch-stuck'].map((n) => join(root, n)));
+    expect(shared.filter((e) => e.event === 'exit').map((e) => e.code)).toEqual([143, 143, 143]);
   });
 
   test('bad data and bad usage fail with exit 2 and an error event', async () => {

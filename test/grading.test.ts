@@ -1,6 +1,13 @@
 import { matchGrade, normalise, tokenF1 } from '../src/grading/match';
 import { parseVerdict } from '../src/grading/judge';
-import { wilson, accuracy } from '../src/metrics';
+import { accuracy, mcnemar, wilson } from '../src/metrics';
+import { knowledgeLevel, type ItemGrade } from '../src/pipeline/answering';
+import { decide } from '../src/pipeline/filter';
+import { gate } from '../src/pipeline/promote';
+import { FilterSchema, PromoteSchema } from '../src/schemas/config';
+import type { EvalResult } from '../src/schemas/run';
+import { runKey, runPrefix } from '../src/store/steps';
+import { checkKey } from '../src/store/backend';
 
 describe('match grader', () => {
   it('normalises case, punctuation and articles', () => {
@@ -43,19 +50,142 @@ describe('metrics', () => {
     expect(high).toBeGreaterThan(0.8);
     expect(high).toBeLessThan(0.98);
     expect(accuracy(0, 0)).toMatchObject({ accuracy: 0, low: 0, high: 0 });
+    // Ungradeable items are reported beside the accuracy, never counted as wrong.
+    expect(accuracy(3, 4, 6)).toMatchObject({ correct: 3, total: 4, ungradeable: 6, accuracy: 0.75 });
+  });
+
+  it('McNemar: an exact two-sided binomial test of the discordant pairs', () => {
+    // b=10, c=2: 2 * P(X <= 2 | n=12, p=1/2) = 2 * (1 + 12 + 66) / 4096 ≈ 0.0386.
+    expect(mcnemar(10, 2)).toBeCloseTo(0.0386, 3);
+    expect(mcnemar(2, 10)).toBeCloseTo(mcnemar(10, 2), 12); // symmetric
+    expect(mcnemar(0, 0)).toBe(1); // no discordant pair: no evidence either way
+    expect(mcnemar(5, 5)).toBe(1); // capped at 1
+    expect(mcnemar(6, 0)).toBeCloseTo(2 / 64, 12);
+    expect(mcnemar(20, 0)).toBeLessThan(1e-5);
   });
 });
 
-import { runKey, ArtifactStore } from '../src/artifacts/store';
-describe('artifact store paths', () => {
-  it('maps any workflow id to one safe folder name, and refuses escapes', () => {
+describe('knowledge levels (Gekhman et al. 2024)', () => {
+  it('from the greedy answer and the sampled ones', () => {
+    expect(knowledgeLevel(true, [])).toBe('known');
+    expect(knowledgeLevel(true, [true, true, true])).toBe('known');
+    expect(knowledgeLevel(true, [true, false, true])).toBe('maybeKnown');
+    expect(knowledgeLevel(false, [false, true])).toBe('weaklyKnown');
+    expect(knowledgeLevel(false, [false, false])).toBe('unknown');
+    expect(knowledgeLevel(false, [])).toBe('unknown');
+  });
+});
+
+describe('the filter decision', () => {
+  const sample = (correct: boolean) => ({ answer: correct ? 'right' : 'wrong', correct, score: correct ? 1 : 0, rationale: '' });
+  const grade = (id: string, greedy: boolean, samples: boolean[] = []): ItemGrade => ({
+    id,
+    status: 'graded',
+    greedy: sample(greedy),
+    samples: samples.map(sample),
+    level: knowledgeLevel(greedy, samples),
+  });
+  const defaults = FilterSchema.parse({});
+
+  it('by default trains on what the greedy answer got wrong and drops what the model knew, each with its reason', () => {
+    expect(defaults).toEqual({ trainOn: ['weaklyKnown', 'unknown'], replayFraction: 0, seed: 0 });
+    expect(decide(grade('a', true), defaults)).toEqual({ decision: 'dropped', why: 'known (greedy right): already known, not trained on' });
+    expect(decide(grade('b', false), defaults)).toEqual({ decision: 'kept', why: 'unknown (greedy wrong): trained on' });
+    expect(decide(grade('c', false, [true, false]), defaults)).toEqual({ decision: 'kept', why: 'weaklyKnown (greedy wrong, 1/2 samples right): trained on' });
+    expect(decide(grade('d', true, [true, false]), defaults)).toEqual({ decision: 'dropped', why: 'maybeKnown (greedy right, 1/2 samples right): already known, not trained on' });
+  });
+
+  it('trains on the levels the config names', () => {
+    const f = FilterSchema.parse({ trainOn: ['maybeKnown', 'weaklyKnown', 'unknown'] });
+    expect(decide(grade('d', true, [true, false]), f).decision).toBe('kept');
+    expect(decide(grade('a', true, [true, true]), f).decision).toBe('dropped');
+    expect(decide(grade('b', false), FilterSchema.parse({ trainOn: ['known'] })).decision).toBe('dropped');
+  });
+
+  it('an ungradeable item is neither trained on nor counted as wrong, and says why', () => {
+    const d = decide({ id: 'u', status: 'ungradeable', samples: [], error: 'judge output did not fit the schema after 3 attempts' }, defaults);
+    expect(d.decision).toBe('ungradeable');
+    expect(d.why).toMatch(/not graded \(judge output did not fit the schema.*\): neither trained on nor counted as wrong/);
+  });
+
+  it('replays a seeded share of the known items: stable per item, about the fraction asked', () => {
+    const ids = Array.from({ length: 400 }, (_, i) => `k-${i}`);
+    expect(decide(grade('a', true), FilterSchema.parse({ replayFraction: 1 }))).toEqual({ decision: 'replayed', why: 'known (greedy right) but replayed (replayFraction 1)' });
+    const half = FilterSchema.parse({ replayFraction: 0.5, seed: 3 });
+    const first = ids.map((id) => decide(grade(id, true), half).decision);
+    expect(ids.map((id) => decide(grade(id, true), half).decision)).toEqual(first);
+    const replayed = first.filter((d) => d === 'replayed').length;
+    expect(replayed).toBeGreaterThan(150);
+    expect(replayed).toBeLessThan(250);
+    expect(first.every((d) => d === 'replayed' || d === 'dropped')).toBe(true);
+    // Another seed draws another share; unknown items are trained on whatever the draw.
+    expect(ids.map((id) => decide(grade(id, true), { ...half, seed: 4 }).decision)).not.toEqual(first);
+    expect(ids.every((id) => decide(grade(id, false), half).decision === 'kept')).toBe(true);
+  });
+});
+
+describe('the promotion gate', () => {
+  const acc = (correct: number, total = 100) => accuracy(correct, total);
+  const ev = (over: Partial<EvalResult>): EvalResult => ({
+    items: 100,
+    base: acc(50),
+    tuned: acc(70),
+    passes: [],
+    results: { uri: 'x', sha256: '0'.repeat(64), bytes: 0 },
+    ...over,
+  });
+  const p = PromoteSchema.parse({});
+
+  it('promotes a tuned model that beats the base and keeps what the model knew', () => {
+    const g = gate(p, ev({ retention: acc(95) }), false);
+    expect(g.pass).toBe(true);
+    expect(g.gain).toBeCloseTo(0.2, 12);
+    expect(g.forgetting).toBeCloseTo(0.05, 12);
+    expect(g.reason).toMatch(/^promoted: tuned 70\.0% vs base 50\.0% on 100 held-out items: gain 20\.0 points; forgot 5\.0% of 100 known items/);
+  });
+
+  it('compares with the current model when there is one, not with the base', () => {
+    const g = gate(p, ev({ current: acc(80), retention: acc(100) }), true);
+    expect(g.pass).toBe(false);
+    expect(g.gain).toBeCloseTo(-0.1, 12);
+    expect(g.reason).toMatch(/^refused: tuned 70\.0% vs current 80\.0%.*\(needs more than 0\.0\)/);
+  });
+
+  it('refuses a model that forgot too much, or that gained no more than minGain', () => {
+    const forgot = gate(p, ev({ retention: acc(80) }), false);
+    expect(forgot.pass).toBe(false);
+    expect(forgot.reason).toMatch(/^refused: .*forgot 20\.0% of 100 known items \(at most 10\.0% allowed\)/);
+    expect(gate({ ...p, minGain: 0.2 }, ev({}), false).pass).toBe(false); // 0.2 is not more than 0.2
+    expect(gate({ ...p, minGain: 0.19 }, ev({}), false).pass).toBe(true);
+    expect(gate(p, ev({ tuned: acc(50) }), false).pass).toBe(false); // equal is no gain
+  });
+
+  it('says when there was no retention check, and never promotes with promotion disabled', () => {
+    expect(gate(p, ev({}), false).reason).toContain('no retention check');
+    const off = gate({ ...p, enabled: false }, ev({ retention: acc(100) }), false);
+    expect(off.pass).toBe(false);
+    expect(off.reason).toMatch(/^refused: .*promotion is disabled for this config/);
+    const withP = gate(p, ev({ vsReference: { a: 'base', b: 'tuned', fixed: 10, broken: 2, pValue: mcnemar(10, 2) } }), false);
+    expect(withP.reason).toContain('10 fixed, 2 broken, McNemar p=0.039');
+  });
+});
+
+describe('store keys', () => {
+  it('maps any workflow id to one safe folder name', () => {
     expect(runKey('agri-demo-20261123-1200-ab12')).toBe('agri-demo-20261123-1200-ab12');
-    const k = runKey('nightly-scheduled-2026-11-23T12:57:12Z');
-    expect(k).toMatch(/^nightly-scheduled-2026-11-23T12_57_12Z-[0-9a-f]{8}$/);
+    expect(runKey('nightly-scheduled-2026-11-23T12:57:12Z')).toMatch(/^nightly-scheduled-2026-11-23T12_57_12Z-[0-9a-f]{8}$/);
     expect(runKey('../../etc')).toMatch(/^etc-[0-9a-f]{8}$/);
     expect(runKey('a/b')).not.toBe(runKey('a_b'));
-    const store = new ArtifactStore('/tmp/slearn-store');
-    expect(store.runDir('../../etc').startsWith('/tmp/slearn-store/runs/')).toBe(true);
-    expect(() => store.within('..', 'x')).toThrow(/unsafe/);
+    expect(runKey('')).toMatch(/^run-[0-9a-f]{8}$/);
+    for (const id of ['../../etc', 'a/b', '..', '.hidden', 'x'.repeat(300), 'nightly 2026:01']) expect(checkKey(`${runPrefix(id)}/steps/prepare.json`)).toBeTruthy();
+  });
+
+  it('refuses keys that could escape the store or hide', () => {
+    for (const bad of ['../x', 'runs/../x', 'runs/./x', 'runs//x', '/abs', 'runs/.hidden', '', 'runs/a b', 'runs/x/../../etc/passwd']) {
+      expect(() => checkKey(bad)).toThrow(/not a valid store key/);
+    }
+    expect(checkKey('runs/x/steps/answer-grade-000001.json')).toBe('runs/x/steps/answer-grade-000001.json');
+    expect(checkKey('runs/x/', true)).toBe('runs/x/');
+    expect(() => checkKey('runs/x/')).toThrow(/not a valid store key/);
   });
 });

@@ -1,17 +1,19 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRun } from '../src/client';
-import { ArtifactStore } from '../src/artifacts/store';
+import { openStore } from '../src/store/open';
 import { progressQuery } from '../src/workflows';
-import type { DecisionRecord } from '../src/activities/filter';
+import { saveReport } from '../src/cli/reports';
+import type { DecisionRecord } from '../src/pipeline/filter';
 import type { Progress, RunResult } from '../src/schemas/run';
 import { startFakeModel, stableHash, type FakeModel } from './support/fakeModel';
 import { temporal, tempDir, waitFor, inProcessWorker } from './support/stack';
-import { makeWorld, writeConfig, writeJsonl } from './support/world';
+import { makeWorld, paraphrases, writeConfig, writeWorld } from './support/world';
 
 describe('the self-learning loop on a real Temporal dev server', () => {
   const dir = tempDir();
   const world = makeWorld(40);
+  const held = paraphrases(world.slice(0, 20));
   const knownIds = new Set(world.filter((w) => stableHash(w.question) % 100 < 50).map((w) => w.id));
   let fake: FakeModel;
   let server: Awaited<ReturnType<typeof temporal>>;
@@ -29,8 +31,8 @@ describe('the self-learning loop on a real Temporal dev server', () => {
     await fake.close();
   });
 
-  it('answers, grades, filters, trains on the unknown items only, and evaluates base vs tuned', async () => {
-    writeJsonl(join(dir, 'train.jsonl'), world);
+  it('answers, grades, filters, trains on the unknown items only, evaluates on held-out items and promotes', async () => {
+    writeWorld(dir, world, held);
     const configFile = writeConfig(dir, fake.baseUrl);
     const handle = await startRun(server.client, configFile, { runId: 'loop-run' });
 
@@ -55,51 +57,61 @@ describe('the self-learning loop on a real Temporal dev server', () => {
     expect(knownIds.size).toBeGreaterThan(5);
     expect(unknown).toBeGreaterThan(5);
     expect(result.counts).toEqual({ items: 40, answered: 40, graded: 40, known: knownIds.size, unknown, ungradeable: 0 });
+    expect(result.levels).toEqual({ known: knownIds.size, maybeKnown: 0, weaklyKnown: 0, unknown });
     expect(result.filter).toMatchObject({ kept: unknown, dropped: knownIds.size, ungradeable: 0, replayed: 0 });
 
-    const store = new ArtifactStore(join(dir, 'artifacts'));
+    const store = await openStore(result.store);
     // The training set is exactly the unknown items, as OpenAI chat JSONL.
-    const trainSet = store.readJsonl<{ messages: { role: string; content: string }[] }>(result.filter.trainSet);
+    const trainSet = await store.jsonlAll<{ messages: { role: string; content: string }[] }>(result.filter!.trainSet);
     expect(trainSet.map((r) => r.messages.at(-1)!.content).sort()).toEqual(world.filter((w) => !knownIds.has(w.id)).map((w) => w.answer).sort());
     expect(trainSet[0].messages.map((m) => m.role)).toEqual(['system', 'user', 'assistant']);
 
-    // One decision per item, each with its reason.
-    const decisions = store.readJsonl<DecisionRecord>(result.filter.decisions);
+    // One decision per item, each with its level and reason.
+    const decisions = await store.jsonlAll<DecisionRecord>(result.filter!.decisions);
     expect(decisions).toHaveLength(40);
     for (const d of decisions) {
       expect(d.decision).toBe(knownIds.has(d.id) ? 'dropped' : 'kept');
+      expect(d.level).toBe(knownIds.has(d.id) ? 'known' : 'unknown');
       expect(d.why).toMatch(knownIds.has(d.id) ? /^known/ : /^unknown/);
       expect(d.answers).toHaveLength(1);
     }
 
-    // Evaluation: base knows half; the tuned adapter knows everything it was trained on.
+    // Evaluation on the held-out paraphrases: the base knows what it knew, the tuned adapter everything.
+    const heldKnown = world.slice(0, 20).filter((w) => knownIds.has(w.id)).length;
     expect(result.train).toMatchObject({ skipped: false, resumedFromStep: 0 });
-    expect(result.train.steps).toBe(Math.ceil(unknown / 4) * 2);
-    expect(result.evaluation.base).toMatchObject({ correct: knownIds.size, total: 40 });
-    expect(result.evaluation.tuned).toMatchObject({ correct: 40, total: 40 });
-    expect(result.evaluation.fixed).toBe(unknown);
-    expect(result.evaluation.base.low).toBeLessThan(result.evaluation.base.accuracy);
-    expect(result.evaluation.tunedModel).toBe('slearn-loop-run');
+    expect(result.train!.steps).toBe(Math.ceil(unknown / 4) * 2);
+    expect(result.train!.runtime).toMatchObject({ device: 'cpu', precision: 'fp32' });
+    expect(result.evaluation!.base).toMatchObject({ correct: heldKnown, total: 20 });
+    expect(result.evaluation!.tuned).toMatchObject({ correct: 20, total: 20 });
+    expect(result.evaluation!.vsReference).toMatchObject({ a: 'base', b: 'tuned', fixed: 20 - heldKnown, broken: 0 });
+    expect(result.evaluation!.vsReference!.pValue).toBeLessThan(0.05);
+    // Retention: the known items asked again after tuning are all still right.
+    expect(result.evaluation!.retention).toMatchObject({ correct: knownIds.size, total: knownIds.size });
+    expect(result.evaluation!.tunedModel).toMatch(/^slearn-[0-9a-f]{16}$/);
+    expect(result.promotion).toMatchObject({ promoted: true, version: 1 });
+    expect(result.promotion!.reason).toMatch(/^promoted: tuned 100\.0% vs base/);
 
     // Progress went through the stages and ended with every shard done.
-    const stages = new Set(seen.map((p) => p.stage));
-    expect(stages.has('done')).toBe(true);
-    expect(seen.at(-1)).toMatchObject({ shardsDone: 5, shardsTotal: 5, counts: result.counts });
+    expect(new Set(seen.map((p) => p.stage)).has('done')).toBe(true);
+    expect(seen.at(-1)).toMatchObject({ shardsDone: 6, shardsTotal: 6, counts: result.counts });
 
-    // Every question was asked exactly once by the answer step and once more per evaluation pass.
-    for (const w of world) expect(fake.stats.perQuestion.get(w.question)).toBe(3);
+    // Every fact was asked once to answer; its held-out paraphrase once per model (base, tuned); the
+    // known ones once more, for retention. (The fake counts a paraphrase under the fact it asks about.)
+    const isHeld = new Set(world.slice(0, 20).map((w) => w.id));
+    for (const w of world) expect(fake.stats.perQuestion.get(w.question)).toBe(1 + (knownIds.has(w.id) ? 1 : 0) + (isHeld.has(w.id) ? 2 : 0));
 
-    expect(existsSync(join(result.report.dir, 'report.html'))).toBe(true);
-    expect(readFileSync(join(result.report.dir, 'report.md'), 'utf8')).toContain(`| ${knownIds.size} | ${unknown} | 0 | 0 |`);
+    // The report is in the store and is copied where people look.
+    const html = await saveReport(result, join(dir, 'report'));
+    expect(html && existsSync(html)).toBe(true);
+    expect(readFileSync(join(dir, 'report', 'report.md'), 'utf8')).toContain('promoted');
   });
 
-  it('returns the recorded result when a finished step is asked again (idempotent activities)', async () => {
+  it('returns the recorded result when a finished run is started again with the same id and input', async () => {
     const before = fake.stats.chat;
-    const configFile = join(dir, 'slearn.yaml');
-    // Same run id, same inputs: every step finds its record and the endpoint is not asked again.
-    const again = await startRun(server.client, configFile, { runId: 'loop-run', checkEndpoint: true });
+    const again = await startRun(server.client, join(dir, 'slearn.yaml'), { runId: 'loop-run' });
     const result = (await again.result()) as RunResult;
     expect(result.counts.items).toBe(40);
+    expect(result.promotion).toMatchObject({ promoted: true, version: 1 });
     expect(fake.stats.chat - before).toBe(0);
   });
 });

@@ -1,51 +1,132 @@
 import Table from 'cli-table3';
 import { pct } from '../metrics';
-import type { Audit } from '../client';
+import type { Audit, RunListing, RunStatus } from '../client';
+import { isTrainProgress, isWorkProgress } from '../schemas/progress';
 import type { Accuracy, Progress, RunResult } from '../schemas/run';
+
+/** Colour and cursor tricks only on a terminal that wants them (NO_COLOR, pipes and CI logs get plain text). */
+export function fancy(stream: NodeJS.WriteStream = process.stdout, env: NodeJS.ProcessEnv = process.env): boolean {
+  return Boolean(stream.isTTY) && !('NO_COLOR' in env) && env.TERM !== 'dumb';
+}
+
+export function table(head: string[]): Table.Table {
+  const plain = !fancy();
+  return new Table({ head, style: plain ? { head: [], border: [] } : {} });
+}
 
 const ci = (a: Accuracy) => `${pct(a.accuracy)}  [${pct(a.low)}, ${pct(a.high)}]  (${a.correct}/${a.total})`;
 
-export function summaryTable(r: RunResult): string {
-  const t = new Table({ head: ['', 'value'] });
-  t.push(
-    ['run', r.runId],
-    ['items', String(r.counts.items)],
-    ['known (dropped)', String(r.filter.dropped)],
-    ['unknown (trained on)', String(r.filter.kept)],
-    ['replayed known', String(r.filter.replayed)],
-    ['ungradeable', String(r.counts.ungradeable)],
-    ['training', r.train.skipped ? 'skipped (nothing unknown)' : `${r.train.steps} steps, ${r.train.trainSeconds.toFixed(1)} s${r.train.resumedFromStep ? `, resumed from step ${r.train.resumedFromStep}` : ''}`],
-    [`base accuracy (${r.evaluation.items} eval items, 95% CI)`, ci(r.evaluation.base)],
-  );
-  if (r.evaluation.tuned) t.push(['tuned accuracy (95% CI)', ci(r.evaluation.tuned)], ['fixed / broken by tuning', `${r.evaluation.fixed} / ${r.evaluation.broken}`]);
-  t.push(['report', `${r.report.dir}/report.html`]);
+export function summaryTable(r: RunResult, reportPath?: string): string {
+  const t = table(['', 'value']);
+  t.push(['run', r.runId], ['items answered and graded', String(r.counts.items)]);
+  if (r.status === 'nothing-new') {
+    t.push(['outcome', r.reason ?? 'nothing new']);
+    return t.toString();
+  }
+  if (r.levels) t.push(['known / maybe known / weakly known / unknown', `${r.levels.known} / ${r.levels.maybeKnown} / ${r.levels.weaklyKnown} / ${r.levels.unknown}`]);
+  if (r.filter) {
+    t.push(['dropped (already known)', String(r.filter.dropped)], ['trained on', String(r.filter.kept)]);
+    if (r.filter.replayed) t.push(['replayed known', String(r.filter.replayed)]);
+  }
+  t.push(['ungradeable', String(r.counts.ungradeable)]);
+  if (r.train) {
+    const rt = r.train.runtime;
+    const where = rt?.device ? ` on ${rt.device}${rt.precision ? ` ${rt.precision}` : ''}${rt.host ? ` (${rt.host})` : ''}` : '';
+    t.push(['training', r.train.skipped ? 'skipped (nothing to learn)' : `${r.train.steps} steps, ${r.train.trainSeconds.toFixed(1)} s${where}${r.train.resumedFromStep ? `, resumed from step ${r.train.resumedFromStep}` : ''}`]);
+  }
+  const e = r.evaluation;
+  if (e) {
+    t.push([`base accuracy (${e.items} held-out items, 95% CI)`, ci(e.base)]);
+    if (e.current) t.push(['current model accuracy', ci(e.current)]);
+    if (e.tuned) t.push(['tuned accuracy', ci(e.tuned)]);
+    if (e.vsReference) t.push([`fixed / broken vs ${e.vsReference.a}`, `${e.vsReference.fixed} / ${e.vsReference.broken}  (McNemar p=${e.vsReference.pValue.toPrecision(2)})`]);
+    if (e.retention) t.push(['retention of known items', ci(e.retention)]);
+  }
+  if (r.promotion) t.push(['promotion', r.promotion.reason]);
+  if (reportPath) t.push(['report', reportPath]);
   return t.toString();
 }
 
-export function progressLine(p: Progress): string {
-  const c = p.counts;
-  const parts = [`stage ${p.stage}`, `shards ${p.shardsDone}/${p.shardsTotal}`, `items ${c.graded + c.ungradeable}/${c.items}`, `known ${c.known}`, `unknown ${c.unknown}`];
-  if (c.ungradeable) parts.push(`ungradeable ${c.ungradeable}`);
-  if (p.train) parts.push(`step ${p.train.step}/${p.train.totalSteps}${p.train.loss !== undefined ? ` loss ${p.train.loss.toFixed(3)}` : ''}`);
-  const elapsed = (Date.now() - p.startedAt) / 1000;
-  const done = p.shardsTotal ? p.shardsDone / p.shardsTotal : 0;
-  if (p.stage === 'answer-grade' && done > 0 && done < 1) parts.push(`ETA ${Math.round((elapsed / done) * (1 - done))}s (answering)`);
-  if (p.stage === 'train' && p.train?.totalSteps && p.train.stepsPerSecond) {
-    parts.push(`ETA ${Math.round((p.train.totalSteps - p.train.step) / p.train.stepsPerSecond)}s (training)`);
+/** Share done per stage, from the workflow's counts and the running activities' heartbeats. */
+export function stageProgress(s: RunStatus): { stage: string; done: number; total: number; detail: string } {
+  const p = s.progress;
+  const stage = p?.stage ?? 'starting';
+  const work = s.pending.map((a) => a.progress).filter(isWorkProgress);
+  const train = s.pending.map((a) => a.progress).find(isTrainProgress);
+  if (p && stage === 'answer-grade') {
+    const finished = p.counts.graded + p.counts.ungradeable;
+    const inFlight = work.filter((w) => w.phase.startsWith('answer-grade')).reduce((n, w) => n + w.done, 0);
+    return { stage, done: finished + inFlight, total: p.counts.items, detail: `known ${p.counts.known} · unknown ${p.counts.unknown}` };
   }
+  if (stage === 'train' && train) {
+    const eta = train.stepsPerSecond ? ` · ETA ${Math.round((train.totalSteps - train.step) / train.stepsPerSecond)}s` : '';
+    const loss = train.loss !== undefined ? ` · loss ${train.loss.toFixed(3)}` : '';
+    const where = train.device ? ` · ${train.device}${train.host ? `@${train.host}` : ''}` : '';
+    return { stage, done: train.step, total: train.totalSteps, detail: `step ${train.step}/${train.totalSteps}${loss}${eta}${where}` };
+  }
+  if (stage === 'evaluate' && work.length) {
+    const done = work.reduce((n, w) => n + w.done, 0);
+    const total = work.reduce((n, w) => n + w.total, 0);
+    return { stage, done, total, detail: work.map((w) => `${w.phase} ${w.done}/${w.total}`).join(' · ') };
+  }
+  return { stage, done: 0, total: 0, detail: '' };
+}
+
+export function progressLine(s: RunStatus): string {
+  const p: Progress | undefined = s.progress;
+  if (!p) return `${s.runId}: ${s.status.toLowerCase()}`;
+  const sp = stageProgress(s);
+  const parts = [`stage ${sp.stage}`];
+  if (sp.total) parts.push(`${sp.done}/${sp.total}`);
+  if (sp.detail) parts.push(sp.detail);
+  parts.push(`shards ${p.shardsDone}/${p.shardsTotal}`);
+  if (p.counts.ungradeable) parts.push(`ungradeable ${p.counts.ungradeable}`);
+  if (p.current) parts.push(`from version ${p.current.version}`);
   if (p.continuedAsNew) parts.push(`continued-as-new ${p.continuedAsNew}×`);
+  const retrying = s.pending.filter((a) => a.attempt > 1);
+  if (retrying.length) parts.push(`retrying: ${retrying.map((a) => `${a.activity} (attempt ${a.attempt}${a.lastFailure ? `: ${a.lastFailure.slice(0, 60)}` : ''})`).join(', ')}`);
+  const asking = s.pending.map((a) => a.progress).filter(isWorkProgress).filter((w) => w.retries > 0);
+  if (asking.length) parts.push(`asked again: ${asking.reduce((n, w) => n + w.retries, 0)} requests${asking.find((w) => w.lastError) ? ` (last: ${asking.find((w) => w.lastError)!.lastError!.slice(0, 60)})` : ''}`);
   return parts.join(' | ');
 }
 
+export function listTable(runs: RunListing[]): string {
+  const t = table(['run', 'status', 'started', 'stage', 'known', 'unknown', 'accuracy', 'promoted']);
+  for (const r of runs) {
+    t.push([
+      r.baseline ? `${r.runId} (${r.baseline})` : r.runId,
+      r.status.toLowerCase(),
+      r.started.slice(0, 19).replace('T', ' '),
+      r.stage ?? '',
+      r.known !== undefined ? String(r.known) : '',
+      r.unknown !== undefined ? String(r.unknown) : '',
+      r.accuracy !== undefined ? pct(r.accuracy) : '',
+      r.promoted === undefined ? '' : r.promoted ? 'yes' : 'no',
+    ]);
+  }
+  return t.toString();
+}
+
 export function auditText(a: Audit): string {
-  const out: string[] = [`workflow ${a.workflowId}: ${a.runs.length} run(s) in its continue-as-new chain`];
+  const out: string[] = [`workflow ${a.workflowId}: ${a.runs.length} execution(s) in its continue-as-new chain`];
   for (const run of a.runs) {
-    out.push('', `run ${run.runId}: ${run.status}, ${run.events} history events${run.continuedAsNew ? ', continued as new' : ''}`);
-    const t = new Table({ head: ['scheduled', 'activity', 'input', 'attempts', 'duration', 'outcome', 'failure / last retry cause'] });
+    out.push('', `execution ${run.executionRunId}: ${run.status}, ${run.events} history events${run.continuedAsNew ? ', continued as new' : ''}`);
+    const t = table(['scheduled', 'activity', 'input', 'attempts', 'duration', 'outcome', 'failure / last retry cause']);
+    const notes: string[] = [];
     for (const x of run.activities) {
-      t.push([x.scheduled.slice(11, 23), x.activity, x.input, String(x.attempts), x.durationMs !== undefined ? `${(x.durationMs / 1000).toFixed(2)}s` : '', x.outcome, (x.failure ?? x.lastFailure ?? '').slice(0, 80)]);
+      const why = x.failure ?? x.lastFailure ?? '';
+      // Long messages (a dataset's FILE:LINE list) go below the table, whole.
+      if (why.length > 80) notes.push(`[${notes.length + 1}] ${x.activity} ${x.input}: ${why}`);
+      t.push([x.scheduled.slice(11, 23), x.activity, x.input, String(x.attempts), x.durationMs !== undefined ? `${(x.durationMs / 1000).toFixed(2)}s` : '', x.outcome, why.length > 80 ? `${why.slice(0, 70)}… [${notes.length}]` : why]);
     }
-    out.push(t.toString());
+    out.push(t.toString(), ...notes);
+    if (run.failure) out.push(`the run failed: ${run.failure}`);
+  }
+  const r = a.result;
+  if (r?.train?.runtime) out.push('', `trained on: ${JSON.stringify(r.train.runtime)}`);
+  if (r?.promotion) {
+    const p = r.promotion;
+    out.push('', `promotion: ${p.promoted ? 'promoted' : 'not promoted'}${p.version ? ` (version ${p.version})` : ''}${p.gain !== undefined ? `, gain ${(p.gain * 100).toFixed(1)} points` : ''}${p.forgetting !== undefined ? `, forgetting ${pct(p.forgetting)}` : ''}`, `  ${p.reason}`);
   }
   out.push('', 'artifact lineage (step: inputs -> outputs):');
   for (const s of a.lineage) {
@@ -53,7 +134,7 @@ export function auditText(a: Audit): string {
       Object.entries(r)
         .map(([k, v]) => `${k}=${v.sha256.slice(0, 12)}${v.count !== undefined ? `(${v.count})` : ''}`)
         .join(' ');
-    out.push(`  ${s.step.padEnd(14)} ${refs(s.inputs)} -> ${refs(s.outputs)}${s.reusedFrom ? `  [reused from ${s.reusedFrom}]` : ''}`);
+    out.push(`  ${s.step.padEnd(22)} ${refs(s.inputs)} -> ${refs(s.outputs)}${s.reusedFrom ? `  [reused from ${s.reusedFrom}]` : ''}`);
   }
   return out.join('\n');
 }

@@ -1,36 +1,32 @@
 import { SingleBar, Presets } from 'cli-progress';
-import type { Client } from '@temporalio/client';
-import { WorkflowFailedError } from '@temporalio/client';
-import { progressQuery } from '../workflows';
-import type { Progress, RunResult } from '../schemas/run';
-import { progressLine } from './output';
+import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { runStatus } from '../client';
+import type { RunResult } from '../schemas/run';
+import { fancy, progressLine, stageProgress } from './output';
 
-/** Rough share of the whole run per stage, so one bar covers it. */
-function overall(p: Progress): number {
-  const shards = p.shardsTotal ? p.shardsDone / p.shardsTotal : 0;
-  switch (p.stage) {
-    case 'prepare':
-      return 0;
-    case 'answer-grade':
-      return 60 * shards;
-    case 'filter':
-      return 60;
-    case 'train':
-      return 60 + 30 * (p.train?.totalSteps ? p.train.step / p.train.totalSteps : 0);
-    case 'evaluate':
-      return 92;
-    default:
-      return 100;
-  }
-}
-
-/** Follows a run until it closes: a progress bar on a terminal, plain lines otherwise. */
-export async function watchRun(client: Client, runId: string, out: NodeJS.WriteStream = process.stderr, intervalMs = 1000): Promise<RunResult> {
+/**
+ * Follows a run until it closes. On a terminal: one progress bar per stage that moves per item
+ * (answering, evaluating) or per step (training), with rate and ETA. In a pipe or with NO_COLOR:
+ * plain lines, one when the stage changes and at most one every `plainEveryMs` otherwise.
+ * Everything comes from a query and the running activities' heartbeats: no history events.
+ */
+export async function watchRun(
+  client: Client,
+  runId: string,
+  opts: { out?: NodeJS.WriteStream; intervalMs?: number; plainEveryMs?: number } = {},
+): Promise<RunResult> {
+  const out = opts.out ?? process.stderr;
+  const intervalMs = opts.intervalMs ?? 1000;
+  const tty = fancy(out);
   const handle = client.workflow.getHandle(runId);
-  const tty = Boolean(out.isTTY);
-  const bar = tty ? new SingleBar({ format: '{bar} {percentage}% | {line}', hideCursor: true, stream: out }, Presets.shades_classic) : undefined;
-  bar?.start(100, 0, { line: 'starting' });
+  const bar = tty
+    ? new SingleBar({ format: '{stage} {bar} {value}/{total} | {rate}/s | ETA {eta_formatted} | {detail}', hideCursor: true, stream: out, etaBuffer: 30 }, Presets.shades_classic)
+    : undefined;
+  let stage = '';
+  let lastPlain = 0;
   let lastLine = '';
+  let started = Date.now();
+  let startDone = 0;
   const resultP = handle.result() as Promise<RunResult>;
   let settled = false;
   resultP.then(
@@ -40,19 +36,35 @@ export async function watchRun(client: Client, runId: string, out: NodeJS.WriteS
   try {
     while (!settled) {
       try {
-        const p = await handle.query(progressQuery);
-        const line = progressLine(p);
-        if (bar) bar.update(Math.round(overall(p)), { line });
-        else if (line !== lastLine) out.write(`${line}\n`);
-        lastLine = line;
+        const s = await runStatus(client, runId);
+        const sp = stageProgress(s);
+        if (sp.stage !== stage) {
+          stage = sp.stage;
+          started = Date.now();
+          startDone = sp.done;
+          if (bar) {
+            bar.stop();
+            bar.start(Math.max(1, sp.total), sp.done, { stage: stage.padEnd(12), detail: sp.detail, rate: '0.0' });
+          } else out.write(`${progressLine(s)}\n`);
+        }
+        const rate = ((sp.done - startDone) / Math.max(0.001, (Date.now() - started) / 1000)).toFixed(1);
+        if (bar) {
+          bar.setTotal(Math.max(1, sp.total));
+          bar.update(sp.done, { stage: stage.padEnd(12), detail: sp.detail, rate });
+        } else {
+          const line = progressLine(s);
+          if (line !== lastLine && Date.now() - lastPlain >= (opts.plainEveryMs ?? 10_000)) {
+            out.write(`${line}\n`);
+            lastPlain = Date.now();
+            lastLine = line;
+          }
+        }
       } catch {
         /* no worker answering queries right now; keep waiting */
       }
       await Promise.race([new Promise((r) => setTimeout(r, intervalMs)), resultP.catch(() => undefined)]);
     }
-    const result = await resultP;
-    bar?.update(100, { line: 'done' });
-    return result;
+    return await resultP;
   } catch (e) {
     if (e instanceof WorkflowFailedError) {
       const cause = (e.cause as Error | undefined)?.cause as Error | undefined;

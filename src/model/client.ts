@@ -1,12 +1,14 @@
-import OpenAI, { APIConnectionError, APIError } from 'openai';
+import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError } from 'openai';
 import type { ChatCompletionCreateParamsNonStreaming, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import type { Endpoint } from '../schemas/config';
 
 /**
  * How a failed model call is handled:
- *  - transient: rate limits, 5xx, timeouts, broken bodies; retry later (the SDK already retried, honouring Retry-After)
+ *  - transient: rate limits, 5xx, timeouts, broken bodies; asked again later (Retry-After honoured)
  *  - item:      the endpoint refused this one request (400/413/422); the item is reported, the run goes on
  *  - fatal:     the configuration is wrong (401/403/404); stop at once and say what to fix
+ * `overload` marks the transient failures that mean "too much at once" (429, 503, timeouts): they
+ * lower the concurrency instead of only being retried.
  */
 export type FailureKind = 'transient' | 'item' | 'fatal';
 
@@ -16,23 +18,34 @@ export class ModelCallError extends Error {
     readonly kind: FailureKind,
     readonly status?: number,
     readonly retryAfterSeconds?: number,
+    readonly overload = false,
   ) {
     super(message);
     this.name = 'ModelCallError';
   }
 }
 
+/** Retry-After as seconds (RFC 9110 allows a number of seconds or an HTTP date), or the retry-after-ms extension. */
+export function retryAfterSeconds(headers: { get(name: string): string | null } | undefined, now = Date.now()): number | undefined {
+  const ms = Number(headers?.get('retry-after-ms'));
+  if (Number.isFinite(ms) && ms > 0) return ms / 1000;
+  const v = headers?.get('retry-after');
+  if (!v) return undefined;
+  const s = Number(v);
+  if (Number.isFinite(s)) return Math.max(0, s);
+  const at = Date.parse(v);
+  return Number.isFinite(at) ? Math.max(0, (at - now) / 1000) : undefined;
+}
+
 export function classifyError(err: unknown, endpoint: Pick<Endpoint, 'baseUrl' | 'name'>): ModelCallError {
   if (err instanceof ModelCallError) return err;
-  if (err instanceof APIConnectionError) {
-    return new ModelCallError(`cannot reach ${endpoint.baseUrl}: ${err.message}`, 'transient');
-  }
+  if (err instanceof APIConnectionTimeoutError) return new ModelCallError(`${endpoint.baseUrl} did not answer in time`, 'transient', undefined, undefined, true);
+  if (err instanceof APIConnectionError) return new ModelCallError(`cannot reach ${endpoint.baseUrl}: ${err.message}`, 'transient');
   if (err instanceof APIError && err.status !== undefined) {
     const s = err.status;
-    const retryAfter = Number(err.headers?.get?.('retry-after'));
     const detail = `${endpoint.baseUrl} answered ${s}: ${err.message}`;
     if (s === 429 || s === 408 || s === 409 || s >= 500) {
-      return new ModelCallError(detail, 'transient', s, Number.isFinite(retryAfter) ? retryAfter : undefined);
+      return new ModelCallError(detail, 'transient', s, retryAfterSeconds(err.headers as Headers | undefined), s === 429 || s === 503 || s === 408);
     }
     if (s === 401 || s === 403) return new ModelCallError(`${detail} (check the key named by apiKeyEnv)`, 'fatal', s);
     if (s === 404) return new ModelCallError(`${detail} (check model.name "${endpoint.name}" and model.baseUrl)`, 'fatal', s);
@@ -45,7 +58,7 @@ export function classifyError(err: unknown, endpoint: Pick<Endpoint, 'baseUrl' |
 /** An endpoint may quote the key it refused ("Incorrect API key provided: sk-..."): never pass it on to history or logs. */
 export function redactSecret(e: ModelCallError, secret: string | null | undefined): ModelCallError {
   if (!secret || secret.length < 4 || !e.message.includes(secret)) return e;
-  return new ModelCallError(e.message.split(secret).join('[redacted]'), e.kind, e.status, e.retryAfterSeconds);
+  return new ModelCallError(e.message.split(secret).join('[redacted]'), e.kind, e.status, e.retryAfterSeconds, e.overload);
 }
 
 export interface ChatOptions {
@@ -58,24 +71,24 @@ export interface ChatOptions {
   signal?: AbortSignal;
 }
 
-/** A thin layer over the `openai` package: the key comes from the variable the config names. */
+/**
+ * A thin layer over the `openai` package. The key is passed in by the caller (read from the
+ * variable the config names, after the worker's policy allowed it). The SDK's own retries are off:
+ * the caller retries each failed item itself, so that overload lowers the concurrency and a failed
+ * request never costs its finished neighbours.
+ */
 export class ModelClient {
   readonly openai: OpenAI;
 
   constructor(
     readonly endpoint: Endpoint,
-    env: NodeJS.ProcessEnv = process.env,
-    maxRetries = 3,
+    apiKey?: string,
   ) {
-    const apiKey = endpoint.apiKeyEnv ? env[endpoint.apiKeyEnv] : undefined;
-    if (endpoint.apiKeyEnv && !apiKey) {
-      throw new ModelCallError(`environment variable ${endpoint.apiKeyEnv} (model.apiKeyEnv) is not set on this worker`, 'fatal');
-    }
     this.openai = new OpenAI({
       baseURL: endpoint.baseUrl,
       apiKey: apiKey ?? 'no-key',
       timeout: endpoint.timeoutSeconds * 1000,
-      maxRetries,
+      maxRetries: 0,
     });
   }
 
@@ -111,29 +124,39 @@ export class ModelClient {
     return `${this.endpoint.baseUrl.replace(/\/+$/, '')}/${path}`;
   }
 
-  private headers(): Record<string, string> {
-    return { 'content-type': 'application/json', authorization: `Bearer ${this.openai.apiKey}` };
+  private async admin(path: string, body: unknown, what: string): Promise<{ ok: boolean; status: number; text: string }> {
+    const res = await fetch(this.adminUrl(path), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${this.openai.apiKey}` },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(this.endpoint.timeoutSeconds * 1000),
+    }).catch((e: Error) => {
+      throw new ModelCallError(`cannot reach ${this.endpoint.baseUrl} to ${what}: ${e.message}`, 'transient');
+    });
+    return { ok: res.ok, status: res.status, text: res.ok ? '' : (await res.text()).slice(0, 500) };
   }
 
-  /** vLLM's dynamic LoRA loading; "already loaded" counts as success so retries stay idempotent. */
+  /**
+   * vLLM's runtime LoRA loading. Adapter names carry the adapter's hash, so "already loaded"
+   * means this very adapter is there: success, which keeps retries idempotent.
+   */
   async loadAdapter(name: string, path: string): Promise<void> {
-    const res = await fetch(this.adminUrl('load_lora_adapter'), {
-      method: 'POST',
-      headers: this.headers(),
-      body: JSON.stringify({ lora_name: name, lora_path: path }),
-    }).catch((e) => {
-      throw new ModelCallError(`cannot reach ${this.endpoint.baseUrl} to load adapter: ${e.message}`, 'transient');
-    });
-    if (res.ok) return;
-    const text = await res.text();
-    if (res.status === 400 && /already (been )?loaded/i.test(text)) return;
-    const kind: FailureKind = res.status >= 500 || res.status === 429 ? 'transient' : 'fatal';
-    throw redactSecret(new ModelCallError(`loading adapter ${name} from ${path} failed (${res.status}): ${text.slice(0, 500)}`, kind, res.status), this.openai.apiKey);
+    const r = await this.admin('load_lora_adapter', { lora_name: name, lora_path: path }, 'load an adapter');
+    if (r.ok || (r.status === 400 && /already (been )?loaded/i.test(r.text))) return;
+    const kind: FailureKind = r.status >= 500 || r.status === 429 ? 'transient' : 'fatal';
+    const hint = r.status === 404 ? ' (is runtime LoRA loading enabled? vLLM needs --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)' : '';
+    throw redactSecret(new ModelCallError(`loading adapter ${name} failed (${r.status}): ${r.text}${hint}`, kind, r.status), this.openai.apiKey);
+  }
+
+  async unloadAdapter(name: string): Promise<void> {
+    const r = await this.admin('unload_lora_adapter', { lora_name: name }, 'unload an adapter');
+    if (r.ok || r.status === 404) return;
+    throw redactSecret(new ModelCallError(`unloading adapter ${name} failed (${r.status}): ${r.text}`, r.status >= 500 ? 'transient' : 'fatal', r.status), this.openai.apiKey);
   }
 
   async listModels(signal?: AbortSignal): Promise<string[]> {
     try {
-      const page = await this.openai.models.list({ signal, maxRetries: 0, timeout: 5000 });
+      const page = await this.openai.models.list({ signal, timeout: 5000 });
       return page.data.map((m) => m.id);
     } catch (err) {
       throw redactSecret(classifyError(err, this.endpoint), this.openai.apiKey);

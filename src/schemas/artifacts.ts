@@ -21,3 +21,11 @@ export const StepRecordSchema = z.object({
   reusedFrom: z.string().optional(),
 });
 export type StepRecord = z.infer<typeof StepRecordSchema>;
+
+/** A directory (an adapter, a checkpoint) as one blob: its files, each a blob of its own. */
+export const ManifestSchema = z.object({
+  kind: z.enum(['adapter', 'checkpoint']),
+  files: z.array(z.object({ name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/), ref: ArtifactRefSchema })),
+  meta: z.record(z.string(), z.unknown()).default({}),
+});
+export type Manifest = z.infer<typeof ManifestSchema>;

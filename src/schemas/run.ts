@@ -1,19 +1,31 @@
-import type { Config } from './config';
+import type { ConfigInput, Endpoint, Level } from './config';
 import type { ArtifactRef } from './artifacts';
+import type { RuntimeInfo } from './trainer';
 
-/** Task queues: training gets its own so it can live on a GPU host. */
+/** Task queues: training has its own (a GPU host); adapters are staged where the model server can read them. */
 export const TASK_QUEUE = 'slearn';
 export const TRAIN_TASK_QUEUE = 'slearn-train';
+export const MODEL_TASK_QUEUE = 'slearn-model';
+export const ALL_QUEUES = [TASK_QUEUE, TRAIN_TASK_QUEUE, MODEL_TASK_QUEUE] as const;
 
-/** Everything a run needs, with paths already absolute. No secrets: keys are read inside activities. */
+/** A baseline run trains on another selection of the same answered items (SLearnLLM vs full / random). */
+export type Baseline = { kind: 'full' } | { kind: 'random'; size: number; seed: number };
+
+/**
+ * Everything a run needs. The config file is read (and validated again) by the worker, so a
+ * scheduled run sees today's config and data; `overrides` is merged over it before validation.
+ * No secrets: keys are read inside activities from the variables the config names.
+ */
 export interface RunInput {
-  config: Config;
   configFile: string;
-  artifactRoot: string;
-  /** Earlier runs whose completed steps may be reused when their inputs match (`slearn resume`). */
+  overrides?: ConfigInput | Record<string, unknown>;
+  /** Canonical artifact store URL (file:// or s3://), resolved by the client. */
+  store: string;
+  /** Earlier runs whose completed steps may be reused when their inputs match (`slearn resume`, baselines). */
   reuseFrom?: string[];
   /** How soon a silent activity counts as lost (default 1 minute); tests use seconds. */
   heartbeatTimeout?: string;
+  baseline?: Baseline;
 }
 
 export interface Counts {
@@ -25,47 +37,74 @@ export interface Counts {
   ungradeable: number;
 }
 
+export type LevelCounts = Record<Level, number>;
+
 /** What every step receives: who it works for and where, never the data itself. */
 export interface StepCtx {
   runId: string;
-  root: string;
+  store: string;
   config: ArtifactRef;
   reuseFrom?: string[];
 }
 
-export interface PreparedRef {
+/** A model as the run uses it: the base, or the base with an adapter loaded under `name`. */
+export interface ModelUse {
+  label: 'base' | 'current' | 'tuned';
+  /** The name to send as `model` (the endpoint's model name, or the adapter's). */
+  name: string;
+  adapter?: ArtifactRef;
+  version?: number;
+}
+
+export interface Prepared {
   ctx: StepCtx;
-  shardIndex: ArtifactRef;
-  items: ArtifactRef;
+  /** Every item of the dataset, normalised (the held-out split included). */
+  dataset: ArtifactRef;
+  /** Items answered, graded and possibly trained on (the dataset less the held-out split). */
+  trainItems: number;
   evalItems: ArtifactRef;
+  shardIndex: ArtifactRef;
   shards: number;
-  evalIsDataset: boolean;
+  /** 'file' (the config's eval file) or 'split' (a seeded share of the dataset held out). */
+  evalSource: 'file' | 'split';
+  /** sha256 of the normalised training items and evaluation items: what "nothing new" compares. */
+  dataSha: string;
+  notices: string[];
+  /** The endpoint under adaptation (no secret: a key is only named), and shard lanes, from the config. */
+  endpoint: Endpoint;
+  shardConcurrency: number;
 }
 
 export interface ShardResult {
   shard: number;
-  answers: ArtifactRef;
-  grades?: ArtifactRef;
+  grades: ArtifactRef;
   counts: Omit<Counts, 'items'>;
+  levels: LevelCounts;
 }
 
 export interface FilterResult {
   trainSet: ArtifactRef;
   decisions: ArtifactRef;
+  /** A seeded sample of items the model answered right and was not trained on: asked again after tuning. */
+  retention: ArtifactRef;
   kept: number;
   dropped: number;
   ungradeable: number;
   replayed: number;
+  levels: LevelCounts;
 }
 
 export interface TrainResult {
   skipped: boolean;
   base: string;
-  adapter?: { path: string; ref: ArtifactRef };
+  /** A manifest blob listing the adapter's files (each a blob of its own). */
+  adapter?: ArtifactRef;
+  initAdapter?: ArtifactRef;
   steps: number;
   resumedFromStep: number;
   trainSeconds: number;
   losses?: ArtifactRef;
+  runtime?: Partial<RuntimeInfo> & { host?: string; tokensPerSecond?: number; peakMemoryBytes?: number };
 }
 
 export interface Accuracy {
@@ -77,34 +116,51 @@ export interface Accuracy {
   high: number;
 }
 
+export interface PassResult {
+  model: ModelUse;
+  set: 'eval' | 'retention';
+  grades: ArtifactRef;
+  accuracy: Accuracy;
+}
+
+/** Paired comparison of two passes over the same items. */
+export interface Paired {
+  a: string;
+  b: string;
+  /** Items b got right and a wrong, and the reverse. */
+  fixed: number;
+  broken: number;
+  /** Exact McNemar test (two-sided binomial on the discordant pairs). */
+  pValue: number;
+}
+
 export interface EvalResult {
   items: number;
   base: Accuracy;
+  current?: Accuracy;
   tuned?: Accuracy;
   tunedModel?: string;
-  /** Items the tuned model got right and the base wrong, and the reverse. */
-  fixed: number;
-  broken: number;
+  /** Tuned against the model it must beat: the current one, or the base when there is none. */
+  vsReference?: Paired;
+  retention?: Accuracy;
+  passes: PassResult[];
   results: ArtifactRef;
+}
+
+export interface PromotionDecision {
+  promoted: boolean;
+  reason: string;
+  version?: number;
+  gain?: number;
+  forgetting?: number;
 }
 
 export interface ReportResult {
   markdown: ArtifactRef;
   html: ArtifactRef;
-  dir: string;
 }
 
-export type Stage = 'prepare' | 'answer-grade' | 'filter' | 'train' | 'evaluate' | 'done' | 'failed' | 'cancelled';
-
-export interface TrainProgress {
-  step: number;
-  totalSteps: number;
-  loss?: number;
-  checkpoint?: string;
-  resumedFromStep?: number;
-  /** Measured over this attempt, for the ETA. */
-  stepsPerSecond?: number;
-}
+export type Stage = 'prepare' | 'answer-grade' | 'filter' | 'train' | 'evaluate' | 'promote' | 'report' | 'done';
 
 export interface Progress {
   runId: string;
@@ -112,24 +168,37 @@ export interface Progress {
   shardsDone: number;
   shardsTotal: number;
   counts: Counts;
-  train?: TrainProgress;
+  levels?: LevelCounts;
   continuedAsNew: number;
   startedAt: number;
+  current?: { version: number; name: string };
 }
 
 /** The state a run carries across continue-as-new: counts and references only. */
 export interface RunState {
   progress: Progress;
-  prepared?: PreparedRef;
+  prepared?: Prepared;
   nextShard: number;
+  current?: ModelUse | null;
+  filter?: FilterResult;
+  train?: TrainResult;
+  evaluation?: EvalResult;
+  /** Each shard's grades, in shard order (references only). */
+  grades?: ArtifactRef[];
 }
 
 export interface RunResult {
   runId: string;
+  /** The artifact store the run wrote to (reports, lineage, registry). */
+  store: string;
+  status: 'completed' | 'nothing-new';
   counts: Counts;
-  filter: FilterResult;
-  train: TrainResult;
-  evaluation: EvalResult;
-  report: ReportResult;
+  levels?: LevelCounts;
+  filter?: FilterResult;
+  train?: TrainResult;
+  evaluation?: EvalResult;
+  promotion?: PromotionDecision;
+  report?: ReportResult;
   continuedAsNew: number;
+  reason?: string;
 }

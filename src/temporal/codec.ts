@@ -19,6 +19,7 @@ import { temporal } from '@temporalio/proto';
 
 export const KEY_ENV = 'SLEARN_PAYLOAD_KEY';
 export const OLD_KEYS_ENV = 'SLEARN_PAYLOAD_OLD_KEYS';
+export const ALLOW_PLAINTEXT_ENV = 'SLEARN_PAYLOAD_ALLOW_PLAINTEXT';
 export const ENCODING = 'binary/encrypted';
 export const CIPHER = 'AES-256-GCM';
 export const METADATA_KEY_ID = 'encryption-key-id';
@@ -61,7 +62,11 @@ export class EncryptionCodec implements PayloadCodec {
   readonly keyId: string;
 
   /** `key` encrypts and decrypts; `oldKeys` only decrypt (payloads written before a rotation). */
-  constructor(key: Buffer, oldKeys: Buffer[] = []) {
+  constructor(
+    key: Buffer,
+    oldKeys: Buffer[] = [],
+    readonly allowPlaintext = false,
+  ) {
     for (const k of [key, ...oldKeys]) {
       if (k.length !== KEY_BYTES) throw new Error(`an AES-256 key must be ${KEY_BYTES} bytes, got ${k.length}`);
       this.keys.set(keyId(k), k);
@@ -78,7 +83,7 @@ export class EncryptionCodec implements PayloadCodec {
       .map((s) => s.trim())
       .filter(Boolean)
       .map((s) => parseKey(s, OLD_KEYS_ENV));
-    return new EncryptionCodec(parseKey(current, KEY_ENV), old);
+    return new EncryptionCodec(parseKey(current, KEY_ENV), old, env[ALLOW_PLAINTEXT_ENV] === '1');
   }
 
   async encode(payloads: Payload[]): Promise<Payload[]> {
@@ -101,8 +106,12 @@ export class EncryptionCodec implements PayloadCodec {
 
   async decode(payloads: Payload[]): Promise<Payload[]> {
     return payloads.map((payload) => {
-      // Payloads written without encryption (older runs, other clients) pass through unchanged.
-      if (text(payload.metadata?.[METADATA_ENCODING_KEY]) !== ENCODING) return payload;
+      if (text(payload.metadata?.[METADATA_ENCODING_KEY]) !== ENCODING) {
+        // With a key set, a plaintext payload is someone else's input (a client without the key):
+        // refused, unless an operator migrating older runs allows it on purpose.
+        if (this.allowPlaintext) return payload;
+        throw new Error(`refused a plaintext payload: ${KEY_ENV} is set, so every payload must be encrypted (set ${ALLOW_PLAINTEXT_ENV}=1 to read older unencrypted runs)`);
+      }
       const id = text(payload.metadata?.[METADATA_KEY_ID]);
       const key = id ? this.keys.get(id) : undefined;
       if (!key) {

@@ -15,6 +15,12 @@
  *   {question, answer} pairs in slearn-fake-adapter.json for test/support/fakeModel.ts.
  * - FAKE_TRAINER_CRASH_AT_STEP=K: the first run on DIR that reaches step K prints a retryable
  *   error and exits 1 (once per DIR, remembered in DIR/.fake-trainer-crashed-K).
+ * - --init-adapter DIR: continues that adapter (its trained pairs are kept, new ones added).
+ *   A learning rate above 0.5 stands for a run that went wrong: the adapter forgets what the
+ *   init adapter and the base model knew (slearn-fake-adapter.json "forgetsBase": true).
+ * - FAKE_TRAINER_LOG=FILE: start/exit lines also go to FILE (shared by every host of a test).
+ * - SLEARN_TRAINER_WATCH_STDIN=1 (set by slearn): stops when stdin closes (its worker died),
+ *   unless FAKE_TRAINER_IGNORE_EPIPE=1 makes it a trainer stuck in a long step that notices nothing.
  * - stdout carries only the contract's JSON lines; exit 2 on bad usage or bad data,
  *   130/143 on SIGINT/SIGTERM.
  */
@@ -53,6 +59,7 @@ function releaseLock() {
 
 function finish(code, extra) {
   if (holdsLock) appendLine(runsLog, { pid: process.pid, event: 'exit', t: Date.now(), code, ...(extra || {}) });
+  if (holdsLock && process.env.FAKE_TRAINER_LOG) appendLine(process.env.FAKE_TRAINER_LOG, { pid: process.pid, event: 'exit', t: Date.now(), code, ...(extra || {}) });
   releaseLock();
   process.exit(code);
 }
@@ -114,6 +121,7 @@ function parseArgs(argv) {
       loraAlpha: num('lora-alpha', 32, 0),
       saveSteps: Math.max(1, Math.round(num('save-steps', 20, 1))),
       seed: num('seed', 0, -Infinity),
+      initAdapter: flags['init-adapter'],
     };
   } catch (e) {
     return { error: e.message };
@@ -249,11 +257,30 @@ async function main() {
   runsLog = path.join(out, 'fake-trainer-runs.log');
   acquireLock(out);
   appendLine(runsLog, { pid: process.pid, event: 'start', t: Date.now() });
+  // One log shared by every host of a test: trainers on different scratch disks must not overlap either.
+  if (process.env.FAKE_TRAINER_LOG) appendLine(process.env.FAKE_TRAINER_LOG, { pid: process.pid, event: 'start', t: Date.now(), out });
 
   const pairs = readData(args.data);
   const stepsPerEpoch = Math.ceil(pairs.length / BATCH);
   const totalSteps = Math.max(1, stepsPerEpoch * args.epochs);
   const adapterDir = path.join(out, 'adapter');
+
+  if (process.env.SLEARN_TRAINER_WATCH_STDIN === '1' && process.env.FAKE_TRAINER_IGNORE_EPIPE !== '1') {
+    process.stdin.on('end', () => finish(143, { signal: 'stdin-closed' }));
+    process.stdin.on('error', () => finish(143, { signal: 'stdin-closed' }));
+    process.stdin.resume();
+  }
+  let inherited = [];
+  if (args.initAdapter) {
+    try {
+      inherited = JSON.parse(fs.readFileSync(path.join(args.initAdapter, 'slearn-fake-adapter.json'), 'utf8')).trained;
+    } catch (e) {
+      fail(`--init-adapter ${args.initAdapter}: not an adapter (${e.message})`, 2, false);
+    }
+  }
+  const forgetsBase = args.lr > 0.5;
+  const known = new Map((forgetsBase ? [] : inherited).map((t) => [t.question, t]));
+  for (const p of pairs) known.set(p.question, p);
 
   if (isDir(adapterDir) && adapterComplete(adapterDir)) {
     emit({ event: 'start', total_steps: totalSteps, resumed_from_step: totalSteps });
@@ -264,7 +291,7 @@ async function main() {
   const stepMs = Math.max(0, Number(process.env.FAKE_TRAINER_STEP_MS ?? 30) || 0);
   const crashAt = Number(process.env.FAKE_TRAINER_CRASH_AT_STEP || 0);
   const resumed = newestCheckpoint(out, totalSteps);
-  emit({ event: 'start', total_steps: totalSteps, resumed_from_step: resumed });
+  emit({ event: 'start', total_steps: totalSteps, resumed_from_step: resumed, device: 'cpu', precision: 'fp32' });
 
   for (let step = resumed + 1; step <= totalSteps; step++) {
     await sleep(stepMs);
@@ -301,7 +328,7 @@ async function main() {
       null,
       2,
     ),
-    'slearn-fake-adapter.json': JSON.stringify({ trained: pairs }),
+    'slearn-fake-adapter.json': JSON.stringify({ trained: [...known.values()], forgetsBase }),
   });
   emit({ event: 'done', adapter: adapterDir, steps: totalSteps, train_seconds: (Date.now() - startedAt) / 1000 });
   finish(0);

@@ -66,6 +66,10 @@ export interface FakeModelStats {
   judge: number;
   /** Every distinct `Authorization` header received (so a test can see that a key was sent). */
   authorizations: Set<string>;
+  /** Answer requests per model name (the base, or an adapter): which model a run asked. */
+  perModel: Map<string, number>;
+  /** Adapter loads, in order. */
+  loads: string[];
 }
 
 export interface FakeModel {
@@ -126,6 +130,8 @@ interface Adapter {
   name: string;
   path: string;
   trained: Map<string, string>;
+  /** Catastrophic forgetting (the fake trainer's answer to an absurd learning rate): knows only what it was trained on. */
+  forgetsBase: boolean;
   created: number;
 }
 
@@ -170,7 +176,7 @@ export async function startFakeModel(opts: FakeModelOptions): Promise<FakeModel>
   const rand = prng(plan?.seed ?? 1);
   const faultsPerKey = new Map<string, number>();
 
-  const stats: FakeModelStats = { total: 0, chat: 0, perQuestion: new Map(), faultsInjected: {}, judge: 0, authorizations: new Set() };
+  const stats: FakeModelStats = { total: 0, chat: 0, perQuestion: new Map(), faultsInjected: {}, judge: 0, authorizations: new Set(), perModel: new Map(), loads: [] };
   const sockets = new Set<Socket>();
   let seq = 0;
 
@@ -193,6 +199,7 @@ export async function startFakeModel(opts: FakeModelOptions): Promise<FakeModel>
     const adapter = model === modelName ? undefined : adapters.get(model);
     const trained = adapter?.trained.get(q);
     if (trained !== undefined) return { key: q, text: trained };
+    if (adapter?.forgetsBase) return { key: q, text: NOT_SURE };
     return { key: q, text: baseKnows(q) ? world.get(q)! : NOT_SURE };
   }
 
@@ -297,6 +304,7 @@ export async function startFakeModel(opts: FakeModelOptions): Promise<FakeModel>
       key = a.key;
       content = a.text;
       stats.perQuestion.set(key, (stats.perQuestion.get(key) ?? 0) + 1);
+      stats.perModel.set(model, (stats.perModel.get(model) ?? 0) + 1);
     }
 
     const fault = drawFault(key, isJudge);
@@ -355,30 +363,19 @@ export async function startFakeModel(opts: FakeModelOptions): Promise<FakeModel>
       // vLLM's wording; ModelClient treats it as success (idempotent retries).
       throw new HttpError(400, `The lora adapter '${name}' has already been loaded.`, 'InvalidUserInput', 'lora_name');
     }
-    let file = join(path, 'slearn-fake-adapter.json');
+    const file = join(path, 'slearn-fake-adapter.json');
     let trained: Map<string, string>;
+    let forgetsBase = false;
     try {
-      if (!existsSync(file) && existsSync(join(path, 'adapter_config.json')) && existsSync(join(path, '..', 'train.jsonl'))) {
-        // A real PEFT adapter (from the real trainer): the fake "learns" the training set that
-        // slearn's train step keeps beside it, so evaluation stays deterministic.
-        file = join(path, '..', 'train.jsonl');
-        trained = new Map(
-          readFileSync(file, 'utf8')
-            .split('\n')
-            .filter((l) => l.trim())
-            .map((l) => JSON.parse(l).messages as { role: string; content: string }[])
-            .map((m) => [m.filter((x) => x.role === 'user').at(-1)!.content.trim(), m.at(-1)!.content] as [string, string]),
-        );
-        adapters.set(name, { name, path, trained, created: Math.floor(Date.now() / 1000) });
-        return sendText(res, 200, `Success: LoRA adapter '${name}' added successfully.`);
-      }
-      const parsed = JSON.parse(readFileSync(file, 'utf8')) as { trained?: { question: string; answer: string }[] };
+      const parsed = JSON.parse(readFileSync(file, 'utf8')) as { trained?: { question: string; answer: string }[]; forgetsBase?: boolean };
       if (!Array.isArray(parsed.trained)) throw new Error('"trained" must be an array');
       trained = new Map(parsed.trained.map((t) => [String(t.question).trim(), String(t.answer)]));
+      forgetsBase = parsed.forgetsBase === true;
     } catch (e) {
       throw new HttpError(400, `Loading lora adapter '${name}' failed: cannot read ${file}: ${(e as Error).message}`, 'BadRequestError', 'lora_path');
     }
-    adapters.set(name, { name, path, trained, created: Math.floor(Date.now() / 1000) });
+    stats.loads.push(name);
+    adapters.set(name, { name, path, trained, forgetsBase, created: Math.floor(Date.now() / 1000) });
     sendText(res, 200, `Success: LoRA adapter '${name}' added successfully.`);
   }
 

@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { trainerCommand } from '../../src/paths';
 
-/** The real embedded model server (SmolLM2-135M on CPU) on a port it picks itself. */
-export async function startRealModelServer(timeoutMs = 300_000): Promise<{ baseUrl: string; proc: ChildProcess; stop: () => Promise<void> }> {
+/** The real embedded model server (SmolLM2-135M on CPU) on a port it picks itself, loading adapters from below `adapterRoot`. */
+export async function startRealModelServer(adapterRoot: string, timeoutMs = 300_000): Promise<{ baseUrl: string; proc: ChildProcess; stop: () => Promise<void> }> {
   const [cmd, ...pre] = trainerCommand();
-  const proc = spawn(cmd, [...pre, 'serve', '--base', 'smollm2-135m-instruct', '--host', '127.0.0.1', '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(cmd, [...pre, 'serve', '--base', 'smollm2-135m-instruct', '--host', '127.0.0.1', '--port', '0', '--adapter-root', adapterRoot], { stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const stop = async () => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');

@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import type { WorkerPolicy } from '../../src/pipeline/policy';
 import { join, resolve } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { runWorkers } from '../../src/worker';
+import { runWorkers, type WorkerOptions } from '../../src/worker';
 import { startDevServer, type DevServer, type DevServerOptions } from '../../src/temporal/devServer';
 
 export const ROOT = resolve(__dirname, '..', '..');
@@ -11,6 +12,23 @@ export const FAKE_TRAINER = ['node', join(ROOT, 'test', 'support', 'fake-trainer
 
 export function tempDir(prefix = 'slearn-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** What test workers may touch: loopback endpoints (the default), files under the temp dir and the project, any S3 store. */
+export function testPolicy(over: Partial<WorkerPolicy> = {}): WorkerPolicy {
+  return { endpoints: ['http://127.0.0.1:'], keyEnvs: ['SLEARN_API_KEY'], paths: [tmpdir(), ROOT], stores: ['s3://'], ...over };
+}
+
+/** The environment of a worker process in tests: the same policy as testPolicy(), and the stand-in trainer's knobs passed through. */
+export function testWorkerEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return {
+    SLEARN_ALLOWED_PATHS: [tmpdir(), ROOT].join(','),
+    SLEARN_ALLOWED_STORES: 's3://',
+    SLEARN_TRAINER_ENV: 'FAKE_TRAINER_*',
+    SLEARN_SCRATCH: tempDir('slearn-scratch-'),
+    SLEARN_ADAPTER_DIR: tempDir('slearn-adapters-'),
+    ...extra,
+  };
 }
 
 /** A real Temporal dev server on a free loopback port, headless, state in `dir`. */
@@ -38,7 +56,7 @@ export interface WorkerProcess {
 /** `node dist/worker.js` in a process of its own, so a test can SIGKILL it like a crashed host. */
 export function workerProcess(address: string, env: NodeJS.ProcessEnv = {}, queues: string[] = []): WorkerProcess {
   const proc = spawn(process.execPath, [join(ROOT, 'dist', 'worker.js'), ...queues], {
-    env: { ...process.env, TEMPORAL_ADDRESS: address, SLEARN_TRAINER: JSON.stringify(FAKE_TRAINER), ...env },
+    env: { ...process.env, ...testWorkerEnv(), TEMPORAL_ADDRESS: address, SLEARN_TRAINER: JSON.stringify(FAKE_TRAINER), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output: string[] = [];
@@ -64,12 +82,13 @@ export async function waitFor(pred: () => boolean | Promise<boolean>, timeoutMs 
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
-/** Workers for both queues in this process, polling when this resolves; call the result to stop them. */
-export async function inProcessWorker(address: string, trainer: string[] = FAKE_TRAINER): Promise<() => Promise<void>> {
+/** Workers for every queue in this process, polling when this resolves; call the result to stop them. */
+export async function inProcessWorker(address: string, trainer: string[] = FAKE_TRAINER, opts: Partial<WorkerOptions> = {}): Promise<() => Promise<void>> {
   const stop = new AbortController();
   let ready!: () => void;
   const isReady = new Promise<void>((r) => (ready = r));
-  const running = runWorkers({ address, trainer, onReady: ready }, stop.signal);
+  const env = { ...process.env, ...testWorkerEnv(), ...(opts.env ?? {}) };
+  const running = runWorkers({ address, trainer, policy: testPolicy(), scratch: env.SLEARN_SCRATCH, adapterDir: env.SLEARN_ADAPTER_DIR, ...opts, env, onReady: ready }, stop.signal);
   await Promise.race([isReady, running]);
   return async () => {
     stop.abort();

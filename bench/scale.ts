@@ -1,0 +1,87 @@
+// A million items end to end: the deterministic endpoint at 0 ms in a process of its own, the
+// stand-in trainer, one worker in this process. Prints wall time per stage, peak RSS of the worker
+// process, history events per run of the continue-as-new chain, and the number of runs.
+//   npx tsx bench/scale.ts [items=1000000]
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { temporal as proto } from '@temporalio/proto';
+import { startRun } from '../src/client';
+import type { RunResult } from '../src/schemas/run';
+import { inProcessWorker, temporal, tempDir } from '../test/support/stack';
+import { makeWorld, paraphrases, writeConfig, writeJsonl } from '../test/support/world';
+import { endpointProcess } from './endpoint';
+
+Runtime.install({ logger: new DefaultLogger('ERROR') });
+const N = Number(process.argv[2] ?? 1_000_000);
+const EventType = proto.api.enums.v1.EventType;
+const ms = (t?: { seconds?: unknown; nanos?: number | null } | null) => (t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : 0);
+
+async function main() {
+  const dir = tempDir('slearn-scale-');
+  const world = makeWorld(N);
+  // Streamed to disk: a million JSON lines are never one string.
+  const out = createWriteStream(join(dir, 'train.jsonl'));
+  for (const w of world) if (!out.write(JSON.stringify(w) + '\n')) await once(out, 'drain');
+  out.end();
+  await once(out, 'finish');
+  writeJsonl(join(dir, 'eval.jsonl'), paraphrases(world.slice(0, 200)));
+  const endpoint = await endpointProcess(world, 0);
+  world.length = 0;
+
+  let peakRss = 0;
+  const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 500);
+  const server = await temporal(dir);
+  const stop = await inProcessWorker(server.address, undefined, { env: { ...process.env, FAKE_TRAINER_STEP_MS: '0' } });
+  const cfg = writeConfig(dir, endpoint.baseUrl, {
+    shardSize: 1000,
+    shardConcurrency: 4,
+    answer: { concurrency: 8, chunkSize: 32, maxTokens: 16 },
+    train: { epochs: 1, saveSteps: 1_000_000 },
+    model: { baseUrl: endpoint.baseUrl, name: 'fake-model', timeoutSeconds: 60 },
+  });
+  const t0 = Date.now();
+  const r = (await (await startRun(server.client, cfg, { runId: 'scale' })).result()) as RunResult;
+  const wall = (Date.now() - t0) / 1000;
+  clearInterval(sampler);
+
+  const runs: { events: number }[] = [];
+  const stages = new Map<string, { first: number; last: number }>();
+  for await (const w of server.client.workflow.list({ query: `WorkflowId = 'scale'` })) {
+    const events = (await server.client.workflow.getHandle('scale', w.runId).fetchHistory()).events ?? [];
+    runs.push({ events: events.length });
+    const byId = new Map<number, string>();
+    for (const e of events) {
+      if (e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) byId.set(Number(e.eventId), e.activityTaskScheduledEventAttributes!.activityType!.name!);
+      const done = e.activityTaskCompletedEventAttributes;
+      const name = e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED ? byId.get(Number(e.eventId)) : done ? byId.get(Number(done.scheduledEventId)) : undefined;
+      if (!name) continue;
+      const s = stages.get(name) ?? { first: Infinity, last: 0 };
+      s.first = Math.min(s.first, ms(e.eventTime));
+      s.last = Math.max(s.last, ms(e.eventTime));
+      stages.set(name, s);
+    }
+  }
+  await stop();
+  await server.stop();
+  await endpoint.stop();
+
+  console.log(`\n| figure | value |\n|---|---|`);
+  console.log(`| items | ${r.counts.items.toLocaleString('en')} answered and graded (${r.counts.known.toLocaleString('en')} known, ${r.counts.unknown.toLocaleString('en')} unknown) |`);
+  console.log(`| wall time, whole run | ${(wall / 60).toFixed(1)} min |`);
+  for (const [name, s] of stages) console.log(`| ${name} | ${((s.last - s.first) / 1000).toFixed(1)} s |`);
+  console.log(`| peak RSS of the worker process | ${(peakRss / 2 ** 20).toFixed(0)} MiB |`);
+  console.log(`| workflow runs (continue-as-new chain) | ${runs.length} |`);
+  console.log(`| history events per run | ${runs.map((x) => x.events).join(', ')} |`);
+  console.log(`| history events per 1,000 items | ${((runs.reduce((n, x) => n + x.events, 0) / N) * 1000).toFixed(1)} |`);
+  console.log(`| training | ${r.train?.steps} steps on ${r.filter?.kept} items |`);
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,103 @@
+import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
+import { judge } from '../grading/judge';
+import { matchGrade } from '../grading/match';
+import { ModelCallError, ModelClient } from '../model/client';
+import { AdapterNotLoaded } from './adapters';
+import type { Config, Level } from '../schemas/config';
+import type { Item } from '../schemas/dataset';
+import type { StepEnv } from './env';
+import { apiKey } from './policy';
+
+export interface SampleGrade {
+  answer: string;
+  correct: boolean;
+  score: number;
+  rationale: string;
+}
+
+/** One item answered and graded: the greedy answer, the sampled ones, and the knowledge level they give. */
+export interface ItemGrade {
+  id: string;
+  status: 'graded' | 'ungradeable';
+  greedy?: SampleGrade;
+  samples: SampleGrade[];
+  level?: Level;
+  /** The model's answer when it could not be graded (a judge that never fit its schema). */
+  answer?: string;
+  error?: string;
+}
+
+/** The same prompt is used to ask the model and to teach it, so training matches how it is asked. */
+export function questionMessages(config: Config, question: string): ChatCompletionMessageParam[] {
+  return [
+    { role: 'system', content: config.answer.systemPrompt },
+    { role: 'user', content: question },
+  ];
+}
+
+/**
+ * Gekhman et al. (2024)'s categories from one greedy answer and the sampled ones:
+ * Known (greedy and every sample right), MaybeKnown (greedy right, some sample wrong),
+ * WeaklyKnown (greedy wrong, some sample right), Unknown (nothing right).
+ */
+export function knowledgeLevel(greedyCorrect: boolean, samplesCorrect: boolean[]): Level {
+  if (greedyCorrect) return samplesCorrect.every(Boolean) ? 'known' : 'maybeKnown';
+  return samplesCorrect.some(Boolean) ? 'weaklyKnown' : 'unknown';
+}
+
+export const ungradeable = (id: string, error: string): ItemGrade => ({ id, status: 'ungradeable', samples: [], error });
+
+export function clients(env: StepEnv, config: Config): { model: ModelClient; judge?: ModelClient } {
+  const model = new ModelClient(config.model, apiKey(env.policy, config.model, env.env));
+  if (config.grader.type !== 'judge') return { model };
+  const ep = config.grader.model ?? config.model;
+  return { model, judge: ep === config.model ? model : new ModelClient(ep, apiKey(env.policy, ep, env.env, 'grader.model')) };
+}
+
+/**
+ * Answers an item (greedy, plus `samples` sampled answers when the temperature is above 0) with
+ * `model` (the endpoint's base model or a loaded adapter), then grades every answer. A judge that
+ * never fits its schema leaves the answer ungraded; endpoint errors propagate to the caller,
+ * which retries or reports the item.
+ */
+export function answerAndGrade(config: Config, c: { model: ModelClient; judge?: ModelClient }, modelName: string, opts: { greedyOnly?: boolean } = {}) {
+  const g = config.grader;
+  const grade = async (item: Item, answer: string, signal: AbortSignal): Promise<SampleGrade | string> => {
+    if (g.type === 'match') return { answer, ...matchGrade(answer, item.answer, item.aliases, g.f1Threshold) };
+    const out = await judge(c.judge!, item, answer, { threshold: g.threshold, attempts: g.attempts, signal });
+    return out.verdict ? { answer, correct: out.verdict.correct, score: out.verdict.score, rationale: out.verdict.rationale } : out.error!;
+  };
+  const sampling = !opts.greedyOnly && config.answer.temperature > 0;
+  return async (item: Item, signal: AbortSignal): Promise<ItemGrade> => {
+    const messages = questionMessages(config, item.question);
+    const common = { maxTokens: config.answer.maxTokens, seed: config.train.seed, model: modelName, signal };
+    const ask = async (n: number, temperature: number) => {
+      try {
+        return await c.model.chat(messages, { ...common, n, temperature });
+      } catch (e) {
+        // An adapter that vanished (its server restarted) is not a configuration error: load it again.
+        if (e instanceof ModelCallError && e.status === 404 && modelName !== config.model.name) throw new AdapterNotLoaded(modelName);
+        throw e;
+      }
+    };
+    const [greedyAnswer] = await ask(1, 0);
+    const sampled = sampling ? await ask(config.answer.samples, config.answer.temperature) : [];
+    const greedy = await grade(item, greedyAnswer, signal);
+    if (typeof greedy === 'string') return { ...ungradeable(item.id, greedy), answer: greedyAnswer };
+    const samples: SampleGrade[] = [];
+    const errors: string[] = [];
+    for (const a of sampled) {
+      const s = await grade(item, a, signal);
+      if (typeof s === 'string') errors.push(s);
+      else samples.push(s);
+    }
+    return {
+      id: item.id,
+      status: 'graded',
+      greedy,
+      samples,
+      level: knowledgeLevel(greedy.correct, samples.map((s) => s.correct)),
+      ...(errors.length ? { error: `${errors.length} sampled answer(s) not graded: ${errors[0]}` } : {}),
+    };
+  };
+}

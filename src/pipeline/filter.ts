@@ -1,0 +1,159 @@
+import type { ArtifactRef } from '../schemas/artifacts';
+import type { Config, Level } from '../schemas/config';
+import type { Item } from '../schemas/dataset';
+import type { Baseline, FilterResult, Prepared, StepCtx } from '../schemas/run';
+import { fingerprint, once } from '../store/steps';
+import type { Store } from '../store/store';
+import { questionMessages, type ItemGrade } from './answering';
+import type { StepEnv } from './env';
+import { draw, InvalidInput } from './prepare';
+import { emptyLevels, loadConfig } from './shards';
+
+export type Decision = 'kept' | 'dropped' | 'replayed' | 'ungradeable';
+
+export interface DecisionRecord {
+  id: string;
+  question: string;
+  reference: string;
+  meta?: Record<string, unknown>;
+  level?: Level;
+  /** The greedy answer first, then the sampled ones. */
+  answers: string[];
+  grades: { correct: boolean; score: number; rationale: string }[];
+  decision: Decision;
+  why: string;
+}
+
+/** The self-learning decision for one graded item: train on its level, replay a share of the rest. */
+export function decide(g: ItemGrade, f: Config['filter']): { decision: Decision; why: string } {
+  if (g.status === 'ungradeable') return { decision: 'ungradeable', why: `not graded (${g.error ?? 'no grade'}): neither trained on nor counted as wrong` };
+  const level = g.level!;
+  const detail = `greedy ${g.greedy?.correct ? 'right' : 'wrong'}${g.samples.length ? `, ${g.samples.filter((s) => s.correct).length}/${g.samples.length} samples right` : ''}`;
+  if (f.trainOn.includes(level)) return { decision: 'kept', why: `${level} (${detail}): trained on` };
+  if (f.replayFraction > 0 && draw(f.seed, g.id, 'replay') < f.replayFraction) {
+    return { decision: 'replayed', why: `${level} (${detail}) but replayed (replayFraction ${f.replayFraction})` };
+  }
+  return { decision: 'dropped', why: `${level} (${detail}): already known, not trained on` };
+}
+
+/** The k items with the smallest draw, kept in a bounded max-heap: a sample of a stream in O(k) memory. */
+class Smallest<T> {
+  private heap: { key: number; value: T }[] = [];
+  constructor(private readonly k: number) {}
+  add(key: number, value: T): void {
+    if (this.k <= 0) return;
+    const h = this.heap;
+    if (h.length < this.k) {
+      h.push({ key, value });
+      for (let i = h.length - 1; i > 0; ) {
+        const p = (i - 1) >> 1;
+        if (h[p].key >= h[i].key) break;
+        [h[p], h[i]] = [h[i], h[p]];
+        i = p;
+      }
+    } else if (key < h[0].key) {
+      h[0] = { key, value };
+      for (let i = 0; ; ) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < h.length && h[l].key > h[m].key) m = l;
+        if (r < h.length && h[r].key > h[m].key) m = r;
+        if (m === i) break;
+        [h[m], h[i]] = [h[i], h[m]];
+        i = m;
+      }
+    }
+  }
+  sorted(): T[] {
+    return [...this.heap].sort((a, b) => a.key - b.key).map((x) => x.value);
+  }
+}
+
+export interface FilterInput {
+  ctx: StepCtx;
+  prepared: Pick<Prepared, 'shardIndex'>;
+  /** Each shard's grades, in shard order. */
+  grades: ArtifactRef[];
+  baseline?: Baseline;
+}
+
+async function* graded(store: Store, prepared: FilterInput['prepared'], grades: ArtifactRef[]): AsyncGenerator<{ item: Item; grade: ItemGrade }> {
+  let s = 0;
+  for await (const shardItems of store.jsonl<ArtifactRef>(prepared.shardIndex)) {
+    const ref = grades[s++];
+    if (!ref) throw new InvalidInput(`no grades for shard ${s - 1}`);
+    const items = new Map((await store.jsonlAll<Item>(shardItems)).map((i) => [i.id, i]));
+    for await (const grade of store.jsonl<ItemGrade>(ref)) {
+      const item = items.get(grade.id);
+      if (!item) throw new InvalidInput(`a grade for item ${grade.id}, which is not in shard ${s - 1}`);
+      yield { item, grade };
+    }
+  }
+}
+
+/**
+ * Drops what the model already knows. The training set is the items at the levels the policy
+ * trains on (plus a replayed share of the rest); every item gets a decision with its reason. A
+ * baseline selects differently from the same grades: everything (`full`), or a seeded random
+ * subset of the same size as self-learning's (`random`). Streams: memory stays O(shard + sample).
+ */
+export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: FilterInput): Promise<FilterResult> {
+  const store = await env.store(ctx.store);
+  const config = await loadConfig(store, ctx);
+  const f = config.filter;
+  const fp = fingerprint('filter', grades.map((g) => g.sha256), f, config.answer.systemPrompt, config.promote.retentionSample, baseline ?? null);
+  const inputs = Object.fromEntries(grades.map((g, i) => [`grades-${i}`, g]));
+  return once(store, ctx, 'filter', fp, inputs, async () => {
+    // A random baseline takes the `size` gradeable items with the smallest seeded draw.
+    let randomCut = Infinity;
+    if (baseline?.kind === 'random') {
+      const keys = new Smallest<number>(baseline.size);
+      for await (const { grade } of graded(store, prepared, grades)) {
+        if (grade.status === 'graded') {
+          const d = draw(baseline.seed, grade.id, 'random');
+          keys.add(d, d);
+        }
+      }
+      randomCut = keys.sorted().at(-1) ?? -1;
+    }
+    const trainSet = await store.writer();
+    const decisions = await store.writer();
+    const retention = new Smallest<Item>(config.promote.retentionSample);
+    const counts = { kept: 0, dropped: 0, ungradeable: 0, replayed: 0 };
+    const levels = emptyLevels();
+    for await (const { item, grade } of graded(store, prepared, grades)) {
+      let { decision, why } = decide(grade, f);
+      if (grade.level) levels[grade.level]++;
+      // What the model answered right and self-learning does not train on: asked again after tuning.
+      if (grade.greedy?.correct && decision === 'dropped') retention.add(draw(f.seed, item.id, 'retention'), item);
+      if (baseline && decision !== 'ungradeable') {
+        const take = baseline.kind === 'full' || draw(baseline.seed, item.id, 'random') <= randomCut;
+        decision = take ? 'kept' : 'dropped';
+        why = `${baseline.kind} baseline: ${take ? 'selected' : 'not selected'} (self-learning: ${why})`;
+      }
+      counts[decision]++;
+      if (decision === 'kept' || decision === 'replayed') {
+        await trainSet.row({ messages: [...questionMessages(config, item.question), { role: 'assistant', content: item.answer }] });
+      }
+      const answers = [grade.greedy?.answer ?? grade.answer, ...grade.samples.map((s) => s.answer)].filter((a): a is string => a !== undefined);
+      const sampleGrades = [grade.greedy, ...grade.samples].filter((s) => s !== undefined).map(({ correct, score, rationale }) => ({ correct, score, rationale }));
+      await decisions.row({
+        id: item.id,
+        question: item.question,
+        reference: item.answer,
+        ...(item.meta ? { meta: item.meta } : {}),
+        ...(grade.level ? { level: grade.level } : {}),
+        answers,
+        grades: sampleGrades,
+        decision,
+        why,
+      } satisfies DecisionRecord);
+    }
+    const trainRef = await trainSet.finish(trainSet.rows);
+    const decisionsRef = await decisions.finish(decisions.rows);
+    const retentionRef = await store.putJsonl(retention.sorted());
+    const result: FilterResult = { trainSet: trainRef, decisions: decisionsRef, retention: retentionRef, ...counts, levels };
+    return { outputs: { trainSet: trainRef, decisions: decisionsRef, retention: retentionRef }, result };
+  });
+}

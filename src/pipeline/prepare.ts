@@ -1,0 +1,152 @@
+import { createHash } from 'node:crypto';
+import { scanDataset } from '../dataset/read';
+import { loadConfig } from '../config';
+import { formatProblem, InvalidInputError } from '../problems';
+import type { ArtifactRef } from '../schemas/artifacts';
+import type { Config } from '../schemas/config';
+import type { Item } from '../schemas/dataset';
+import type { Prepared, RunInput, StepCtx } from '../schemas/run';
+import { fingerprint, once, runPrefix, RunIdReused } from '../store/steps';
+import type { Store } from '../store/store';
+import type { StepEnv } from './env';
+import { checkConfig, checkStore } from './policy';
+
+/** Most shards per run: their references travel in workflow state, which must stay far below 2 MiB. */
+export const MAX_SHARDS = 4096;
+
+/** Input that can never succeed: refused once, with every problem, not retried. */
+export class InvalidInput extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InvalidInput';
+  }
+}
+
+/** A stable draw in [0, 1) per item: the held-out split and every sample stay put as the dataset grows. */
+export function draw(seed: number, id: string, salt = ''): number {
+  return createHash('sha256').update(`${salt}:${seed}:${id}`).digest().readUInt32BE(0) / 2 ** 32;
+}
+
+/** The config as the worker reads it: today's file, with the run's overrides, checked against the worker's policy. */
+export function readConfig(env: StepEnv, input: Pick<RunInput, 'configFile' | 'overrides' | 'store'>): Config {
+  let config: Config;
+  try {
+    config = loadConfig(input.configFile, { overrides: input.overrides as Record<string, unknown>, checkKeys: false, defaultStore: input.store }).config;
+  } catch (e) {
+    if (e instanceof InvalidInputError) throw new InvalidInput(`invalid config:\n${e.problems.map(formatProblem).join('\n')}`);
+    throw e;
+  }
+  checkConfig(env.policy, config, input.configFile);
+  return config;
+}
+
+async function readOrRefuse(store: Store, file: string, config: Config, onItem: (item: Item) => void): Promise<{ ref: ArtifactRef; notices: string[] }> {
+  const w = await store.writer();
+  let scan;
+  try {
+    scan = await scanDataset(
+      file,
+      (item) => {
+        onItem(item);
+        return w.row(item);
+      },
+      { columns: config.columns },
+    );
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+  // Problems are reported by location and field only: item text never reaches a failure message.
+  if (scan.problems.length) {
+    await w.abort();
+    throw new InvalidInput(`invalid dataset:\n${scan.problems.map(formatProblem).join('\n')}`);
+  }
+  return { ref: await w.finish(w.rows), notices: scan.notices };
+}
+
+/**
+ * Validates and normalises the datasets, stores them, holds out an evaluation split when there is
+ * no eval file, and cuts the training items into shards. Everything streams: memory stays bounded
+ * by a shard, not by the dataset.
+ */
+export async function prepare(env: StepEnv, input: RunInput & { runId: string }): Promise<Prepared> {
+  checkStore(env.policy, input.store);
+  const config = readConfig(env, input);
+  const store = await env.store(input.store);
+  const configRef = await store.putJson(config);
+  const ctx: StepCtx = { runId: input.runId, store: input.store, config: configRef, ...(input.reuseFrom?.length ? { reuseFrom: input.reuseFrom } : {}) };
+
+  const draws: number[] = [];
+  const all = await readOrRefuse(store, config.dataset, config, (item) => draws.push(draw(config.split.seed, item.id, 'split')));
+  const evalFile = config.eval;
+  const evalScan = evalFile ? await readOrRefuse(store, evalFile, config, () => undefined) : undefined;
+  const dataSha = fingerprint(all.ref.sha256, evalScan?.ref.sha256 ?? null, evalFile ? null : config.split);
+
+  // One run id, one input: a reused id with other data must never pick up the old run's work.
+  const guard = { dataSha, config: configRef.sha256 };
+  if (!(await store.writeDoc(`${runPrefix(input.runId)}/input.json`, guard, { ifAbsent: true }))) {
+    const old = await store.readDoc<typeof guard>(`${runPrefix(input.runId)}/input.json`);
+    if (old?.dataSha !== guard.dataSha || old.config !== guard.config) {
+      throw new RunIdReused(`run id ${input.runId} was used before with other config or data: start the new run under another id`);
+    }
+  }
+
+  const fp = fingerprint('prepare', all.ref.sha256, evalScan?.ref.sha256 ?? null, evalFile ? null : config.split, config.shardSize, config.shardConcurrency);
+  const result = await once(store, ctx, 'prepare', fp, { dataset: all.ref, ...(evalScan ? { eval: evalScan.ref } : {}) }, async () => {
+    // Without an eval file, a seeded share is held out; at least `minEval` items when the data allows.
+    let threshold = -1;
+    if (!evalScan) {
+      const want = Math.max(config.split.minEval, Math.ceil(draws.length * config.split.evalFraction));
+      const sorted = [...draws].sort((a, b) => a - b);
+      threshold = want >= sorted.length ? Infinity : sorted[Math.max(0, Math.min(sorted.length, want) - 1)];
+      if (want >= sorted.length) throw new InvalidInput(`the dataset has ${sorted.length} items: too few to hold out ${want} for evaluation; add an \`eval\` file or more items`);
+    }
+    // Shards come in multiples of the lanes that run them, of equal size, so every lane finishes at
+    // about the same time instead of the last shards running alone at a fraction of the concurrency.
+    const trainCount = evalScan ? draws.length : draws.filter((d) => d > threshold).length;
+    const lanes = config.shardConcurrency;
+    const shardCount = Math.min(trainCount, Math.ceil(Math.ceil(trainCount / config.shardSize) / lanes) * lanes);
+    const size = Math.max(1, Math.ceil(trainCount / Math.max(1, shardCount)));
+    const held: Item[] = [];
+    const shards: ArtifactRef[] = [];
+    let shard: Item[] = [];
+    let train = 0;
+    for await (const item of store.jsonl<Item>(all.ref)) {
+      if (!evalScan && draw(config.split.seed, item.id, 'split') <= threshold) {
+        held.push(item);
+        continue;
+      }
+      train++;
+      shard.push(item);
+      if (shard.length === size) {
+        shards.push(await store.putJsonl(shard));
+        shard = [];
+      }
+    }
+    if (shard.length) shards.push(await store.putJsonl(shard));
+    if (shards.length > MAX_SHARDS) throw new InvalidInput(`${train} items in shards of ${config.shardSize} make ${shards.length} shards (at most ${MAX_SHARDS}): raise shardSize`);
+    const evalItems = evalScan ? evalScan.ref : await store.putJsonl(held);
+    const shardIndex = await store.putJsonl(shards);
+    const prepared: Omit<Prepared, 'ctx'> = {
+      dataset: all.ref,
+      trainItems: train,
+      evalItems,
+      shardIndex,
+      shards: shards.length,
+      evalSource: evalScan ? 'file' : 'split',
+      dataSha,
+      notices: [...all.notices, ...(evalScan?.notices ?? [])],
+      endpoint: config.model,
+      shardConcurrency: config.shardConcurrency,
+    };
+    return { outputs: { items: all.ref, eval: evalItems, shardIndex }, result: prepared };
+  });
+  return { ...result, ctx };
+}
+
+/** Shard `s` of a prepared run, through the shard index prepare wrote. */
+export async function shardRef(store: Store, prepared: Pick<Prepared, 'shardIndex'>, shard: number): Promise<ArtifactRef> {
+  let i = 0;
+  for await (const ref of store.jsonl<ArtifactRef>(prepared.shardIndex)) if (i++ === shard) return ref;
+  throw new InvalidInput(`shard ${shard} does not exist`);
+}

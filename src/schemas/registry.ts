@@ -1,0 +1,59 @@
+import { z } from 'zod';
+import { ArtifactRefSchema } from './artifacts';
+
+const AccuracySchema = z.object({ correct: z.number(), total: z.number(), ungradeable: z.number(), accuracy: z.number(), low: z.number(), high: z.number() });
+
+/** One tuned model of a config, with where it came from, how it scored and what the gate decided. */
+export const ModelVersionSchema = z.object({
+  name: z.string(),
+  version: z.number().int().positive(),
+  createdAt: z.string(),
+  runId: z.string(),
+  base: z.string(),
+  adapter: ArtifactRefSchema,
+  /** The version this one continued (a chained run), if any. */
+  parent: z.number().int().positive().optional(),
+  dataSha: z.string(),
+  trainItems: z.number().int().nonnegative(),
+  steps: z.number().int().nonnegative(),
+  trainSeconds: z.number().nonnegative(),
+  runtime: z.record(z.string(), z.unknown()).default({}),
+  evaluation: z.object({
+    items: z.number().int(),
+    base: AccuracySchema,
+    current: AccuracySchema.optional(),
+    tuned: AccuracySchema,
+    retention: AccuracySchema.optional(),
+    gain: z.number(),
+    forgetting: z.number().optional(),
+    pValue: z.number().optional(),
+  }),
+  decision: z.object({ promoted: z.boolean(), reason: z.string() }),
+});
+export type ModelVersion = z.infer<typeof ModelVersionSchema>;
+
+/** A move of the `current` alias: by the promotion gate, or by hand (`slearn models promote|rollback`). */
+export const AliasEventSchema = z.object({
+  seq: z.number().int().positive(),
+  version: z.number().int().positive().nullable(),
+  previous: z.number().int().positive().nullable(),
+  at: z.string(),
+  by: z.enum(['gate', 'promote', 'rollback']),
+  runId: z.string().optional(),
+  reason: z.string(),
+});
+export type AliasEvent = z.infer<typeof AliasEventSchema>;
+
+/** Every finished run of a config: what it saw and what came of it (the history page, "nothing new"). */
+export const RunRecordSchema = z.object({
+  runId: z.string(),
+  at: z.string(),
+  dataSha: z.string(),
+  currentVersion: z.number().int().positive().nullable(),
+  outcome: z.enum(['promoted', 'refused', 'nothing-new', 'no-training', 'recorded']),
+  version: z.number().int().positive().optional(),
+  reason: z.string(),
+  tunedAccuracy: z.number().optional(),
+  retention: z.number().optional(),
+});
+export type RunRecord = z.infer<typeof RunRecordSchema>;

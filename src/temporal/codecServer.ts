@@ -1,0 +1,70 @@
+import { timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { Payload } from '@temporalio/common';
+import type { EncryptionCodec } from './codec';
+
+interface JsonPayload {
+  metadata?: Record<string, string>;
+  data?: string;
+}
+
+const toPayload = (p: JsonPayload): Payload => ({
+  metadata: Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, new Uint8Array(Buffer.from(v, 'base64'))])),
+  data: new Uint8Array(Buffer.from(p.data ?? '', 'base64')),
+});
+const toJson = (p: Payload): JsonPayload => ({
+  metadata: Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(v as Uint8Array).toString('base64')])),
+  data: Buffer.from(p.data ?? new Uint8Array()).toString('base64'),
+});
+
+function sameToken(given: string | undefined, token: string): boolean {
+  const a = Buffer.from(given ?? '');
+  const b = Buffer.from(`Bearer ${token}`);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+async function body(req: IncomingMessage, limit: number): Promise<string> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const c of req) {
+    n += (c as Buffer).length;
+    if (n > limit) throw Object.assign(new Error('request too large'), { status: 413 });
+    parts.push(c as Buffer);
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/**
+ * Temporal's remote codec protocol (POST /decode and /encode with `{payloads: [...]}`), so the web
+ * UI and `temporal workflow show --codec-endpoint` can show what SLEARN_PAYLOAD_KEY encrypted.
+ * Answers only the UI's origin (CORS) and only requests bearing the token.
+ */
+export function codecServer(codec: EncryptionCodec, opts: { origins: string[]; token: string; maxBytes?: number }): Server {
+  return createServer(async (req, res) => {
+    const origin = req.headers.origin;
+    if (origin && opts.origins.includes(origin)) {
+      res.setHeader('Access-Control-Allow-Origin', origin);
+      res.setHeader('Access-Control-Allow-Credentials', 'true');
+      res.setHeader('Access-Control-Allow-Headers', 'Content-Type, X-Namespace, Authorization');
+      res.setHeader('Access-Control-Allow-Methods', 'POST, OPTIONS');
+      res.setHeader('Vary', 'Origin');
+    }
+    const send = (status: number, value: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(value));
+    };
+    try {
+      if (req.method === 'OPTIONS') return void res.writeHead(origin && opts.origins.includes(origin) ? 204 : 403).end();
+      if (origin && !opts.origins.includes(origin)) return send(403, { error: `origin ${origin} is not allowed` });
+      if (req.method !== 'POST' || !['/decode', '/encode'].includes(req.url ?? '')) return send(404, { error: 'POST /decode or /encode' });
+      if (!sameToken(req.headers.authorization, opts.token)) return send(401, { error: 'a valid bearer token is required' });
+      const parsed = JSON.parse(await body(req, opts.maxBytes ?? 8 << 20)) as { payloads?: JsonPayload[] };
+      if (!Array.isArray(parsed.payloads)) return send(400, { error: 'body must be {"payloads": [...]}' });
+      const payloads = parsed.payloads.map(toPayload);
+      const out = req.url === '/decode' ? await codec.decode(payloads) : await codec.encode(payloads);
+      send(200, { payloads: out.map(toJson) });
+    } catch (e) {
+      send((e as { status?: number }).status ?? 400, { error: (e as Error).message });
+    }
+  });
+}
