@@ -43,8 +43,8 @@ lint: setup
 	npx tsc -p tsconfig.check.json
 	npx eslint --max-warnings 0 .
 	npx prettier --check .
-	$(VENV)/bin/ruff check trainer bench
-	$(VENV)/bin/ruff format --check trainer bench
+	$(VENV)/bin/ruff check trainer && $(VENV)/bin/ruff check --config trainer/pyproject.toml bench
+	$(VENV)/bin/ruff format --check trainer && $(VENV)/bin/ruff format --check --config trainer/pyproject.toml bench
 
 # Lint, then jest (TypeScript, real Temporal dev server, real S3 server) and pytest (trainer); one closing line for CI.
 test: setup lint

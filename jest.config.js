@@ -10,5 +10,10 @@ module.exports = {
   testMatch: ['**/*.test.ts'],
   testTimeout: 240_000,
   setupFiles: ['<rootDir>/test/support/setup.ts'],
-  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: { isolatedModules: true, module: 'commonjs', esModuleInterop: true, strict: true, skipLibCheck: true, types: ['node', 'jest'] } }] },
+  transform: {
+    '^.+\\.ts$': [
+      'ts-jest',
+      { tsconfig: { isolatedModules: true, module: 'commonjs', esModuleInterop: true, strict: true, skipLibCheck: true, types: ['node', 'jest'] } },
+    ],
+  },
 };

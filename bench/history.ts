@@ -35,7 +35,14 @@ async function main() {
   const epochs = Math.max(1, Math.round(steps / Math.ceil(200 / 4)));
   writeFileSync(
     join(dir, 'slearn.yaml'),
-    stringify({ name: 'bench-history', dataset: 'train.jsonl', eval: 'eval.jsonl', model: { baseUrl: fake.baseUrl, name: 'fake-model' }, train: { epochs, saveSteps: 100 }, artifacts: './artifacts' }),
+    stringify({
+      name: 'bench-history',
+      dataset: 'train.jsonl',
+      eval: 'eval.jsonl',
+      model: { baseUrl: fake.baseUrl, name: 'fake-model' },
+      train: { epochs, saveSteps: 100 },
+      artifacts: './artifacts',
+    }),
   );
   const server = await temporal(dir);
   const env = { ...process.env, ...testWorkerEnv(), FAKE_TRAINER_STEP_MS: String(STEP_MS), SLEARN_TRAINER: JSON.stringify(FAKE_TRAINER) };
@@ -53,10 +60,14 @@ async function main() {
   for await (const w of server.client.workflow.list({ query: `WorkflowId = 'bench-history'` })) {
     const events = (await server.client.workflow.getHandle('bench-history', w.runId).fetchHistory()).events ?? [];
     total += events.length;
-    const s = events.findIndex((e) => e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED && e.activityTaskScheduledEventAttributes?.activityType?.name === 'train');
+    const s = events.findIndex(
+      (e) => e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED && e.activityTaskScheduledEventAttributes?.activityType?.name === 'train',
+    );
     if (s < 0) continue;
     const id = Number(events[s].eventId);
-    const c = events.findIndex((e) => e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED && Number(e.activityTaskCompletedEventAttributes?.scheduledEventId) === id);
+    const c = events.findIndex(
+      (e) => e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED && Number(e.activityTaskCompletedEventAttributes?.scheduledEventId) === id,
+    );
     between = c - s + 1;
     const t = (e: (typeof events)[number]) => Number(e.eventTime?.seconds ?? 0) * 1000 + Math.floor((e.eventTime?.nanos ?? 0) / 1e6);
     trainMs = t(events[c]) - t(events[s]);
@@ -68,7 +79,9 @@ async function main() {
   const perHour = (between / (trainMs / 1000)) * 3600;
   console.log(`\n| code | training steps | training wall time | events from train scheduled to completed | whole run events | events per hour of training |`);
   console.log('|---|---:|---:|---:|---:|---:|');
-  console.log(`| ${ROOT} | ${r.train.steps} | ${(trainMs / 1000).toFixed(1)} s | ${between} | ${total} | ${between <= 4 ? `${between} per training, whatever its length` : perHour.toFixed(0)} |`);
+  console.log(
+    `| ${ROOT} | ${r.train.steps} | ${(trainMs / 1000).toFixed(1)} s | ${between} | ${total} | ${between <= 4 ? `${between} per training, whatever its length` : perHour.toFixed(0)} |`,
+  );
 }
 
 main().then(

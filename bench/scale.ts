@@ -8,7 +8,6 @@ import { once } from 'node:events';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { temporal as proto } from '@temporalio/proto';
 import { startRun } from '../src/client';
-import type { RunResult } from '../src/schemas/run';
 import { inProcessWorker, temporal, tempDir } from '../test/support/stack';
 import { makeWorld, paraphrases, writeConfig, writeJsonl } from '../test/support/world';
 import { endpointProcess } from './endpoint';
@@ -42,7 +41,7 @@ async function main() {
     model: { baseUrl: endpoint.baseUrl, name: 'fake-model', timeoutSeconds: 60 },
   });
   const t0 = Date.now();
-  const r = (await (await startRun(server.client, cfg, { runId: 'scale' })).result()) as RunResult;
+  const r = await (await startRun(server.client, cfg, { runId: 'scale' })).result();
   const wall = (Date.now() - t0) / 1000;
   clearInterval(sampler);
 
@@ -53,9 +52,11 @@ async function main() {
     runs.push({ events: events.length });
     const byId = new Map<number, string>();
     for (const e of events) {
-      if (e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) byId.set(Number(e.eventId), e.activityTaskScheduledEventAttributes!.activityType!.name!);
+      if (e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+        byId.set(Number(e.eventId), e.activityTaskScheduledEventAttributes!.activityType!.name!);
       const done = e.activityTaskCompletedEventAttributes;
-      const name = e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED ? byId.get(Number(e.eventId)) : done ? byId.get(Number(done.scheduledEventId)) : undefined;
+      const name =
+        e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED ? byId.get(Number(e.eventId)) : done ? byId.get(Number(done.scheduledEventId)) : undefined;
       if (!name) continue;
       const s = stages.get(name) ?? { first: Infinity, last: 0 };
       s.first = Math.min(s.first, ms(e.eventTime));
@@ -68,7 +69,9 @@ async function main() {
   await endpoint.stop();
 
   console.log(`\n| figure | value |\n|---|---|`);
-  console.log(`| items | ${r.counts.items.toLocaleString('en')} answered and graded (${r.counts.known.toLocaleString('en')} known, ${r.counts.unknown.toLocaleString('en')} unknown) |`);
+  console.log(
+    `| items | ${r.counts.items.toLocaleString('en')} answered and graded (${r.counts.known.toLocaleString('en')} known, ${r.counts.unknown.toLocaleString('en')} unknown) |`,
+  );
   console.log(`| wall time, whole run | ${(wall / 60).toFixed(1)} min |`);
   for (const [name, s] of stages) console.log(`| ${name} | ${((s.last - s.first) / 1000).toFixed(1)} s |`);
   console.log(`| peak RSS of the worker process | ${(peakRss / 2 ** 20).toFixed(0)} MiB |`);

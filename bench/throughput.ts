@@ -3,14 +3,12 @@
 // concurrency against the same endpoint, measured side by side in one run; and the history size.
 // The endpoint is the deterministic fake with a fixed latency, so the ratio isolates slearn's cost.
 //   npx tsx bench/throughput.ts [items=10000] [latencies=10,100]
-import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { temporal as proto } from '@temporalio/proto';
 import { startRun } from '../src/client';
 import { ModelClient } from '../src/model/client';
 import { matchGrade } from '../src/grading/match';
-import type { RunResult } from '../src/schemas/run';
 import { endpointProcess } from './endpoint';
 import { inProcessWorker, temporal, tempDir } from '../test/support/stack';
 import { makeWorld, paraphrases, writeConfig, writeWorld } from '../test/support/world';
@@ -31,7 +29,9 @@ async function measure(latencyMs: number) {
   const client = new ModelClient({ baseUrl: fake.baseUrl, name: 'fake-model', timeoutSeconds: 60 });
   const limit = pLimit(CONCURRENCY);
   let t = Date.now();
-  await Promise.all(world.map((w) => limit(async () => matchGrade((await client.chat([{ role: 'user', content: w.question }], { maxTokens: 16 }))[0], w.answer))));
+  await Promise.all(
+    world.map((w) => limit(async () => matchGrade((await client.chat([{ role: 'user', content: w.question }], { maxTokens: 16 }))[0], w.answer))),
+  );
   const baselineS = (Date.now() - t) / 1000;
 
   // slearn: the whole workflow; the stage is timed from its history (first shard scheduled to last shard done).
@@ -39,10 +39,16 @@ async function measure(latencyMs: number) {
   const server = await temporal(dir);
   const stop = await inProcessWorker(server.address, undefined, { env: { ...process.env, FAKE_TRAINER_STEP_MS: '0' } });
   writeWorld(dir, world, paraphrases(world.slice(0, 20)));
-  const cfg = writeConfig(dir, fake.baseUrl, { shardConcurrency: LANES, answer: { concurrency: PER_SHARD, maxTokens: 16 }, shardSize: 1000, train: { epochs: 1 }, promote: { retentionSample: 20 } });
+  const cfg = writeConfig(dir, fake.baseUrl, {
+    shardConcurrency: LANES,
+    answer: { concurrency: PER_SHARD, maxTokens: 16 },
+    shardSize: 1000,
+    train: { epochs: 1 },
+    promote: { retentionSample: 20 },
+  });
   const runId = `bench-${latencyMs}`;
   t = Date.now();
-  const r = (await (await startRun(server.client, cfg, { runId })).result()) as RunResult;
+  const r = await (await startRun(server.client, cfg, { runId })).result();
   const totalS = (Date.now() - t) / 1000;
   let events = 0;
   let runs = 0;
@@ -59,24 +65,39 @@ async function measure(latencyMs: number) {
         shardIds.add(Number(e.eventId));
         first = Math.min(first, ms(e.eventTime));
       }
-      if (e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED && shardIds.has(Number(e.activityTaskCompletedEventAttributes?.scheduledEventId))) last = Math.max(last, ms(e.eventTime));
+      if (e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED && shardIds.has(Number(e.activityTaskCompletedEventAttributes?.scheduledEventId)))
+        last = Math.max(last, ms(e.eventTime));
     }
   }
   await stop();
   await server.stop();
   await fake.stop();
   const stageS = (last - first) / 1000;
-  return { latencyMs, baseline: N / baselineS, slearn: N / stageS, ratio: baselineS / stageS, totalS, events, perThousand: (events / N) * 1000, runs, items: r.counts.items };
+  return {
+    latencyMs,
+    baseline: N / baselineS,
+    slearn: N / stageS,
+    ratio: baselineS / stageS,
+    totalS,
+    events,
+    perThousand: (events / N) * 1000,
+    runs,
+    items: r.counts.items,
+  };
 }
 
 async function main() {
   const rows = [];
   for (const l of LATENCIES) rows.push(await measure(l));
   console.log(`\n${N} items, ${LANES} shards in flight × ${PER_SHARD} requests = ${CONCURRENCY} in flight (baseline: the same ${CONCURRENCY})\n`);
-  console.log('| endpoint latency | plain loop items/s | slearn answer+grade items/s | ratio | whole run (s) | history events | per 1,000 items | workflow runs |');
+  console.log(
+    '| endpoint latency | plain loop items/s | slearn answer+grade items/s | ratio | whole run (s) | history events | per 1,000 items | workflow runs |',
+  );
   console.log('|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
-    console.log(`| ${r.latencyMs} ms | ${r.baseline.toFixed(1)} | ${r.slearn.toFixed(1)} | ${r.ratio.toFixed(2)} | ${r.totalS.toFixed(1)} | ${r.events} | ${r.perThousand.toFixed(1)} | ${r.runs} |`);
+    console.log(
+      `| ${r.latencyMs} ms | ${r.baseline.toFixed(1)} | ${r.slearn.toFixed(1)} | ${r.ratio.toFixed(2)} | ${r.totalS.toFixed(1)} | ${r.events} | ${r.perThousand.toFixed(1)} | ${r.runs} |`,
+    );
   }
 }
 

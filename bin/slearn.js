@@ -1,3 +1,5 @@
 #!/usr/bin/env node
 // Runs the compiled CLI; `make setup` builds dist/.
-require('../dist/cli.js').main(process.argv).then((code) => process.exit(code ?? 0));
+require('../dist/cli.js')
+  .main(process.argv)
+  .then((code) => process.exit(code ?? 0));

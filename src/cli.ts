@@ -76,7 +76,12 @@ function program(): Command {
       const { runWorkers } = await import('./worker');
       (await import('./temporal/logging')).installLogger();
       await runWorkers(
-        { queues: o.queue, scratch: o.scratch, adapterDir: o.adapterDir, onReady: () => console.error(`slearn worker ready on ${o.queue.join(', ')} (pid ${process.pid})`) },
+        {
+          queues: o.queue,
+          scratch: o.scratch,
+          adapterDir: o.adapterDir,
+          onReady: () => console.error(`slearn worker ready on ${o.queue.join(', ')} (pid ${process.pid})`),
+        },
         abortOnSignals(),
       );
     });
@@ -97,7 +102,9 @@ function program(): Command {
       }
       const v = await validateAll(file!);
       for (const n of v.notices) console.error(n);
-      console.log(`${file}: OK (${v.items} items${v.evalItems !== undefined ? `, ${v.evalItems} evaluation items` : ', a held-out split for evaluation'}; artifacts in ${v.store})`);
+      console.log(
+        `${file}: OK (${v.items} items${v.evalItems !== undefined ? `, ${v.evalItems} evaluation items` : ', a held-out split for evaluation'}; artifacts in ${v.store})`,
+      );
     });
 
   p.command('schema')
@@ -133,7 +140,11 @@ function program(): Command {
       if (o.json) return json(s);
       if (s.result) console.log(summaryTable(s.result));
       else if (s.status === 'RUNNING') console.log(progressLine(s));
-      else throw new Exit(1, `run ${id} is ${s.status}${s.failure ? `: ${s.failure}` : ''}; \`slearn audit ${id}\` shows why, \`slearn resume ${id}\` starts again from its finished steps`);
+      else
+        throw new Exit(
+          1,
+          `run ${id} is ${s.status}${s.failure ? `: ${s.failure}` : ''}; \`slearn audit ${id}\` shows why, \`slearn resume ${id}\` starts again from its finished steps`,
+        );
     });
 
   p.command('watch')
@@ -192,7 +203,7 @@ function program(): Command {
       if (!input) throw new Exit(1, `cannot read the input of run ${id}: check the id with \`slearn list\``);
       const handle = await startRun(client, input.configFile, {
         reuseFrom: [id, ...(input.reuseFrom ?? [])],
-        ...(input.overrides ? { overrides: input.overrides as Record<string, unknown> } : {}),
+        ...(input.overrides ? { overrides: input.overrides } : {}),
         ...(input.baseline ? { baseline: input.baseline } : {}),
       });
       console.log(handle.workflowId);
@@ -213,8 +224,12 @@ function program(): Command {
       const key = process.env[KEY_ENV];
       if (!key) throw new Exit(1, `${KEY_ENV} is not set: there is nothing to decode`);
       const token = process.env[o.tokenEnv];
-      if (!token || token.length < 16) throw new Exit(1, `set ${o.tokenEnv} to a token of at least 16 characters (e.g. \`openssl rand -hex 24\`), and give the same token to the web UI`);
-      const old = (process.env.SLEARN_PAYLOAD_OLD_KEYS ?? '').split(',').filter(Boolean).map((k) => parseKey(k));
+      if (!token || token.length < 16)
+        throw new Exit(1, `set ${o.tokenEnv} to a token of at least 16 characters (e.g. \`openssl rand -hex 24\`), and give the same token to the web UI`);
+      const old = (process.env.SLEARN_PAYLOAD_OLD_KEYS ?? '')
+        .split(',')
+        .filter(Boolean)
+        .map((k) => parseKey(k));
       const server = codecServer(new EncryptionCodec(parseKey(key), old, true), { origins: o.origin, token });
       await new Promise<void>((r) => server.listen(o.port, '127.0.0.1', () => r()));
       console.log(`codec server on http://127.0.0.1:${o.port} for ${o.origin.join(', ')}; Ctrl-C to stop`);

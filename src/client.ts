@@ -39,7 +39,12 @@ export async function checkEndpoint(v: Validated, env: NodeJS.ProcessEnv = proce
     await new ModelClient(ep, ep.apiKeyEnv ? env[ep.apiKeyEnv] : undefined).listModels(AbortSignal.timeout(8000));
   } catch (e) {
     throw new InvalidInputError([
-      { file: v.file, line: configLine(v.file, ['model', 'baseUrl']), field: 'model.baseUrl', message: `${(e as Error).message.replace(/[.:]\s*$/, '')}; start the model server or fix the URL` },
+      {
+        file: v.file,
+        line: configLine(v.file, ['model', 'baseUrl']),
+        field: 'model.baseUrl',
+        message: `${(e as Error).message.replace(/[.:]\s*$/, '')}; start the model server or fix the URL`,
+      },
     ]);
   }
 }
@@ -49,7 +54,9 @@ export async function checkStore(v: Validated): Promise<void> {
   try {
     await (await openStore(v.store)).backend.probe();
   } catch (e) {
-    throw new InvalidInputError([{ file: v.file, line: configLine(v.file, ['artifacts']), field: 'artifacts', message: `${(e as Error).message}: fix the location or its credentials` }]);
+    throw new InvalidInputError([
+      { file: v.file, line: configLine(v.file, ['artifacts']), field: 'artifacts', message: `${(e as Error).message}: fix the location or its credentials` },
+    ]);
   }
 }
 
@@ -66,7 +73,11 @@ export interface StartOptions {
 }
 
 /** Validates everything (config, data, endpoint, store), then starts the workflow; nothing is started on invalid input. */
-export async function startRun(client: Client | (() => Promise<Client>), configFile: string, opts: StartOptions = {}): Promise<WorkflowHandle<typeof selfLearning>> {
+export async function startRun(
+  client: Client | (() => Promise<Client>),
+  configFile: string,
+  opts: StartOptions = {},
+): Promise<WorkflowHandle<typeof selfLearning>> {
   const v = await validateAll(configFile, { ...opts.load, ...(opts.overrides ? { overrides: opts.overrides } : {}) });
   if (opts.checkEndpoint !== false) await checkEndpoint(v);
   await checkStore(v);
@@ -94,7 +105,10 @@ export async function startRun(client: Client | (() => Promise<Client>), configF
  * The first value of a history event's (or a pending activity's) payloads, decoded through the
  * client's codecs: with SLEARN_PAYLOAD_KEY set, Temporal holds only ciphertext.
  */
-export async function payloadValue<T = unknown>(client: Client, payloads: { payloads?: temporal.api.common.v1.IPayload[] | null } | null | undefined): Promise<T | undefined> {
+export async function payloadValue<T = unknown>(
+  client: Client,
+  payloads: { payloads?: temporal.api.common.v1.IPayload[] | null } | null | undefined,
+): Promise<T | undefined> {
   let p = payloads?.payloads?.[0];
   if (!p) return undefined;
   const { payloadCodecs, payloadConverter } = client.options.loadedDataConverter;
@@ -189,7 +203,7 @@ export interface RunListing {
 export async function listRuns(client: Client, opts: { limit?: number; config?: string } = {}): Promise<RunListing[]> {
   const out: RunListing[] = [];
   for await (const w of client.workflow.list({ query: `WorkflowType = 'selfLearning'` })) {
-    const memo = (w.memo ?? {}) as Record<string, unknown>;
+    const memo = w.memo ?? {};
     if (opts.config && memo.config !== opts.config) continue;
     // A continued-as-new chain shows once: its newest run.
     if (out.some((r) => r.runId === w.workflowId)) continue;
@@ -256,7 +270,7 @@ function summariseInput(v: unknown): string {
   // Inputs are references and small numbers; show which shard, set or model, not the whole JSON.
   const x = v as { shard?: unknown; set?: unknown; model?: { label?: unknown } } | undefined;
   if (typeof x?.shard === 'number') return `shard ${x.shard}`;
-  if (typeof x?.set === 'string') return `${x.set} · ${String(x.model?.label ?? '')}`;
+  if (typeof x?.set === 'string') return `${x.set} · ${typeof x.model?.label === 'string' ? x.model.label : ''}`;
   return '';
 }
 
@@ -298,7 +312,11 @@ export async function audit(client: Client, workflowId: string): Promise<Audit> 
           if (last) act.lastFailure = last;
         }
       } else {
-        const done = e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes ?? e.activityTaskTimedOutEventAttributes ?? e.activityTaskCanceledEventAttributes;
+        const done =
+          e.activityTaskCompletedEventAttributes ??
+          e.activityTaskFailedEventAttributes ??
+          e.activityTaskTimedOutEventAttributes ??
+          e.activityTaskCanceledEventAttributes;
         if (done) {
           const act = byScheduled.get(Number(done.scheduledEventId));
           if (!act) continue;

@@ -63,7 +63,13 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadedConfig {
   }
   const fromFile = doc.toJS();
   if (fromFile === null || typeof fromFile !== 'object' || Array.isArray(fromFile)) {
-    throw new InvalidInputError([{ file, line: 1, message: 'the config must be a mapping of keys such as `name: ...`, `dataset: ...`, `model: ...`: see examples/agriculture/slearn.yaml' }]);
+    throw new InvalidInputError([
+      {
+        file,
+        line: 1,
+        message: 'the config must be a mapping of keys such as `name: ...`, `dataset: ...`, `model: ...`: see examples/agriculture/slearn.yaml',
+      },
+    ]);
   }
   const raw = opts.overrides ? mergePatch(fromFile, opts.overrides) : fromFile;
 
@@ -83,7 +89,12 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadedConfig {
     for (const issue of parsed.error.issues) {
       if (issue.code === 'unrecognized_keys') {
         for (const key of issue.keys) {
-          problems.push({ file, line: lineOf(issue.path, key), field: fieldPath([...issue.path, key]), message: 'unknown key (a typo?): remove it or check the spelling' });
+          problems.push({
+            file,
+            line: lineOf(issue.path, key),
+            field: fieldPath([...issue.path, key]),
+            message: 'unknown key (a typo?): remove it or check the spelling',
+          });
         }
       } else {
         problems.push({ file, line: lineOf(issue.path), field: fieldPath(issue.path), message: describeIssue(issue, raw) });
@@ -102,11 +113,14 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadedConfig {
     // Say what to do, not only what is wrong (the S3 rules alone leave the user guessing).
     const message = /\b(use|fix|change)\b/.test(store.error) ? store.error : `${store.error}: fix the location in \`artifacts\``;
     problems.push({ file, line: lineOf(['artifacts']), field: 'artifacts', message });
-  }
-  else if (config.artifacts) config.artifacts = store;
+  } else if (config.artifacts) config.artifacts = store;
 
-  for (const [field, p] of [['dataset', config.dataset], ['eval', config.eval]] as const) {
-    if (p && !existsSync(p)) problems.push({ file, line: lineOf([field]), field, message: `file not found: ${p}: check the path (relative paths are relative to the config file)` });
+  for (const [field, p] of [
+    ['dataset', config.dataset],
+    ['eval', config.eval],
+  ] as const) {
+    if (p && !existsSync(p))
+      problems.push({ file, line: lineOf([field]), field, message: `file not found: ${p}: check the path (relative paths are relative to the config file)` });
   }
   if (opts.checkKeys !== false) {
     const endpoints: [string, Config['model'] | undefined][] = [

@@ -23,9 +23,7 @@ export class InvalidInputError extends Error {
 }
 
 export function fieldPath(path: readonly PropertyKey[]): string {
-  return path
-    .map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`))
-    .join('');
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
 }
 
 /** What a value is, for messages: `number 1.5`, `string "abc"`, `an array`. */
@@ -34,7 +32,7 @@ export function describeValue(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
   if (typeof v === 'object') return 'an object';
-  const s = JSON.stringify(v) ?? String(v);
+  const s = JSON.stringify(v) ?? (typeof v === 'symbol' ? v.toString() : typeof v === 'bigint' ? v.toString() : 'a function');
   return `${typeof v} ${s.length > 40 ? `${s.slice(0, 37)}...` : s}`;
 }
 
@@ -96,8 +94,10 @@ export function describeIssue(issue: IssueLike, root: unknown): string {
       if (custom) return keepCustom();
       const small = issue.code === 'too_small';
       const n = Number(small ? issue.minimum : issue.maximum);
-      if (issue.origin === 'string') return small && n <= 1 ? 'must not be empty: give a value' : `must have ${small ? 'at least' : 'at most'} ${n} characters: change the value`;
-      if (issue.origin === 'array' || issue.origin === 'set') return `must have ${small ? 'at least' : 'at most'} ${n} entries (got ${(v as unknown[])?.length ?? 0}): change the list`;
+      if (issue.origin === 'string')
+        return small && n <= 1 ? 'must not be empty: give a value' : `must have ${small ? 'at least' : 'at most'} ${n} characters: change the value`;
+      if (issue.origin === 'array' || issue.origin === 'set')
+        return `must have ${small ? 'at least' : 'at most'} ${n} entries (got ${(v as unknown[])?.length ?? 0}): change the list`;
       const bound = small ? (issue.inclusive ? `at least ${n}` : `greater than ${n}`) : issue.inclusive ? `at most ${n}` : `less than ${n}`;
       return `must be ${bound} (got ${got}): change the value`;
     }

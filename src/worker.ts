@@ -32,7 +32,10 @@ function workflowBundle(failureConverterPath?: string): Promise<WorkflowBundle> 
   let b = bundles.get(key);
   if (!b) {
     const logger = { log() {}, trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error };
-    bundles.set(key, (b = bundleWorkflowCode({ workflowsPath: require.resolve('./workflows'), ...(failureConverterPath ? { failureConverterPath } : {}), logger })));
+    bundles.set(
+      key,
+      (b = bundleWorkflowCode({ workflowsPath: require.resolve('./workflows'), ...(failureConverterPath ? { failureConverterPath } : {}), logger })),
+    );
   }
   return b;
 }

@@ -40,7 +40,7 @@ function mockEnv(info: Record<string, unknown> = {}): { env: MockActivityEnviron
 
 /** MockActivityEnvironment.run with the activity's own types. */
 function run<I, R>(env: MockActivityEnvironment, fn: (input: I) => Promise<R>, input: I): Promise<R> {
-  return env.run(fn, input) as Promise<R>;
+  return env.run(fn, input);
 }
 
 const failureOf = (p: Promise<unknown>) =>
@@ -106,7 +106,10 @@ describe('activities in MockActivityEnvironment', () => {
 
   it('a step slower than several heartbeat intervals still heartbeats: a live attempt never looks dead', async () => {
     // Every request takes 2.5 s; all 12 of the shard are in flight at once, so nothing finishes for 2.5 s.
-    const p = await prep('unit-slow', slow.baseUrl, { answer: { concurrency: 12, chunkSize: 12, maxTokens: 16 }, model: { baseUrl: slow.baseUrl, name: 'fake-model', timeoutSeconds: 30 } });
+    const p = await prep('unit-slow', slow.baseUrl, {
+      answer: { concurrency: 12, chunkSize: 12, maxTokens: 16 },
+      model: { baseUrl: slow.baseUrl, name: 'fake-model', timeoutSeconds: 30 },
+    });
     const { env, beats } = mockEnv();
     const t0 = Date.now();
     const r = await run(env, acts.answerGradeShard, { ctx: p.ctx, prepared: p, shard: 1, model: base(p) });
@@ -129,7 +132,10 @@ describe('activities in MockActivityEnvironment', () => {
   });
 
   it('cancellation aborts in-flight model requests at once; the retry resumes from the heartbeat and what was flushed', async () => {
-    const p = await prep('unit-resume', slow.baseUrl, { answer: { concurrency: 4, chunkSize: 4, maxTokens: 16 }, model: { baseUrl: slow.baseUrl, name: 'fake-model', timeoutSeconds: 30 } });
+    const p = await prep('unit-resume', slow.baseUrl, {
+      answer: { concurrency: 4, chunkSize: 4, maxTokens: 16 },
+      model: { baseUrl: slow.baseUrl, name: 'fake-model', timeoutSeconds: 30 },
+    });
     const { env, beats } = mockEnv();
     const running = run(env, acts.answerGradeShard, { ctx: p.ctx, prepared: p, shard: 0, model: base(p) });
     // After the first 4 answers are written, the next 4 requests are in flight (2.5 s each): cancel then.
@@ -155,7 +161,17 @@ describe('activities in MockActivityEnvironment', () => {
 
   it('refuses to resume when the heartbeat and the store disagree (workers not sharing one store): StoreNotShared, not retried', async () => {
     const p = await prep('unit-mismatch');
-    const previous: WorkProgress = { phase: 'answer-grade shard 0', done: 8, flushed: 8, total: 12, resumed: 0, failed: 0, retries: 0, concurrency: 4, startedAt: Date.now() };
+    const previous: WorkProgress = {
+      phase: 'answer-grade shard 0',
+      done: 8,
+      flushed: 8,
+      total: 12,
+      resumed: 0,
+      failed: 0,
+      retries: 0,
+      concurrency: 4,
+      startedAt: Date.now(),
+    };
     const { env } = mockEnv({ attempt: 2, heartbeatDetails: previous });
     const e = await failureOf(run(env, acts.answerGradeShard, { ctx: p.ctx, prepared: p, shard: 0, model: base(p) }));
     expect(e).toMatchObject({ name: 'ApplicationFailure', type: 'StoreNotShared', nonRetryable: true });
@@ -165,7 +181,8 @@ describe('activities in MockActivityEnvironment', () => {
   it('train heartbeats step and loss; a second attempt meanwhile is TrainerBusy; cancellation stops the trainer process group', async () => {
     const p = await prep('unit-train', fake.baseUrl, { train: { epochs: 100, saveSteps: 50 } });
     const grades = [];
-    for (const shard of [0, 1]) grades.push((await run(new MockActivityEnvironment(), acts.answerGradeShard, { ctx: p.ctx, prepared: p, shard, model: base(p) })).grades);
+    for (const shard of [0, 1])
+      grades.push((await run(new MockActivityEnvironment(), acts.answerGradeShard, { ctx: p.ctx, prepared: p, shard, model: base(p) })).grades);
     const f = await run(new MockActivityEnvironment(), acts.filter, { ctx: p.ctx, prepared: p, grades });
     expect(f.trainSet.count).toBe(f.kept);
     expect(f.kept).toBeGreaterThan(4);
@@ -211,7 +228,10 @@ describe('activities in MockActivityEnvironment', () => {
     expect(leases.length).toBeGreaterThan(0);
     expect(await s.readDoc(leases.at(-1)!)).toMatchObject({ released: true });
     // One trainer ran (the busy attempt started none), and it was stopped by SIGTERM, not killed later.
-    const log = readFileSync(trainerLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const log = readFileSync(trainerLog, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(log.map((e) => [e.event, e.pid])).toEqual([
       ['start', child],
       ['exit', child],
@@ -225,7 +245,9 @@ describe('activities in MockActivityEnvironment', () => {
     mkdirSync(sub);
     writeWorld(sub, world, paraphrases(world.slice(0, 6)));
     writeFileSync(join(sub, 'train.jsonl'), '{"question":"q?","answer":"a"}\n{"question":"no answer"}\n');
-    const invalid = await failureOf(run(new MockActivityEnvironment(), acts.prepare, { configFile: writeConfig(sub, fake.baseUrl), store, runId: 'unit-invalid' }));
+    const invalid = await failureOf(
+      run(new MockActivityEnvironment(), acts.prepare, { configFile: writeConfig(sub, fake.baseUrl), store, runId: 'unit-invalid' }),
+    );
     expect(invalid).toMatchObject({ name: 'ApplicationFailure', type: 'InvalidInput', nonRetryable: true });
     expect(invalid.message).toMatch(/invalid dataset:\n.*train\.jsonl:2: answer: /);
 
@@ -237,7 +259,9 @@ describe('activities in MockActivityEnvironment', () => {
       run(new MockActivityEnvironment(), acts.prepare, { configFile: writeConfig(polSub, 'https://api.example.com/v1'), store, runId: 'unit-policy' }),
     );
     expect(policy).toMatchObject({ name: 'ApplicationFailure', type: 'PolicyError', nonRetryable: true });
-    expect(policy.message).toMatch(/model\.baseUrl https:\/\/api\.example\.com\/v1 is not an endpoint this worker may call: add its URL prefix to SLEARN_ALLOWED_ENDPOINTS/);
+    expect(policy.message).toMatch(
+      /model\.baseUrl https:\/\/api\.example\.com\/v1 is not an endpoint this worker may call: add its URL prefix to SLEARN_ALLOWED_ENDPOINTS/,
+    );
 
     // RunIdReused: the same run id with other data.
     await prep('unit-reused');

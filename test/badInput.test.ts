@@ -124,16 +124,21 @@ function prepare(from: string, name: string, spec: Case): string {
   if (spec.generate === '10mb-line') {
     writeFileSync(join(dir, 'data.jsonl'), good + `{"question":"${'why '.repeat(2_621_440)}","answer":"x"}\n` + good.replace('blue', 'cran'));
   } else if (spec.generate === 'latin1') {
-    writeFileSync(join(dir, 'data.jsonl'), Buffer.concat([Buffer.from(good), Buffer.from('{"question":"Caf\xe9 soil?","answer":"loam"}\n', 'latin1'), Buffer.from(good.replace('blue', 'cran'))]));
+    writeFileSync(
+      join(dir, 'data.jsonl'),
+      Buffer.concat([Buffer.from(good), Buffer.from('{"question":"Caf\xe9 soil?","answer":"loam"}\n', 'latin1'), Buffer.from(good.replace('blue', 'cran'))]),
+    );
   }
   return dir;
 }
 
 async function pool<T>(items: T[], n: number, fn: (t: T) => Promise<void>): Promise<void> {
   const queue = [...items];
-  await Promise.all(Array.from({ length: n }, async () => {
-    for (let t = queue.shift(); t !== undefined; t = queue.shift()) await fn(t);
-  }));
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      for (let t = queue.shift(); t !== undefined; t = queue.shift()) await fn(t);
+    }),
+  );
 }
 
 beforeAll(async () => {
@@ -158,7 +163,14 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  if (process.env.BAD_INPUT_TIMES) console.log([...outcomes].map(([n, o]) => `${o.ms} ms ${n}`).sort((a, b) => parseInt(b) - parseInt(a)).slice(0, 10).join('\n'));
+  if (process.env.BAD_INPUT_TIMES)
+    console.log(
+      [...outcomes]
+        .map(([n, o]) => `${o.ms} ms ${n}`)
+        .sort((a, b) => parseInt(b) - parseInt(a))
+        .slice(0, 10)
+        .join('\n'),
+    );
   await srv?.stop();
 });
 
@@ -199,7 +211,11 @@ describe('bad input is refused: exit 1, FILE:LINE: field: message with what to d
     for await (const w of srv.client.workflow.list()) runs.push(w.workflowId);
     expect(runs).toEqual([]);
     // Neither in the default store (under the case folder or SLEARN_HOME) nor in one a config names.
-    const stores = [join(slearnHome, 'artifacts'), join(work, 'run-unreachable-endpoint', 'out', 'artifacts'), ...badCases.map((c) => join(work, c.name, '.slearn', 'artifacts'))];
+    const stores = [
+      join(slearnHome, 'artifacts'),
+      join(work, 'run-unreachable-endpoint', 'out', 'artifacts'),
+      ...badCases.map((c) => join(work, c.name, '.slearn', 'artifacts')),
+    ];
     for (const root of stores) {
       const store = new Store(new LocalBackend(root));
       expect({ root, runs: await store.listDocs('runs'), objects: await store.listDocs('objects') }).toEqual({ root, runs: [], objects: [] });
@@ -222,10 +238,14 @@ describe('bad input is refused: exit 1, FILE:LINE: field: message with what to d
       const r = await cli(['run', 'slearn.yaml', '--id', 'bad-input-control'], cwd);
       expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
       expect(r.stdout.trim()).toBe('bad-input-control');
-      await waitFor(async () => {
-        for await (const w of srv.client.workflow.list()) if (w.workflowId === 'bad-input-control') return true;
-        return false;
-      }, 30_000, 'the control run to be listed');
+      await waitFor(
+        async () => {
+          for await (const w of srv.client.workflow.list()) if (w.workflowId === 'bad-input-control') return true;
+          return false;
+        },
+        30_000,
+        'the control run to be listed',
+      );
       await srv.client.workflow.getHandle('bad-input-control').terminate('control run of the bad-input test');
     } finally {
       await new Promise((r) => http.close(r));
@@ -244,7 +264,7 @@ describe('a BOM, CRLF line ends and blank lines are accepted as if clean', () =>
     expect(clean.items.length).toBe(3);
   });
 
-  it.each(acceptedCases.map((c) => [c.name, c.spec] as const))('%s', async (name, spec) => {
+  it.each(acceptedCases.map((c) => [c.name, c.spec] as const))('%s', async (name, _spec) => {
     const o = outcomes.get(`accepted-${name}`)!;
     expect({ name, code: o.code, stderr: o.stderr }).toEqual({ name, code: 0, stderr: '' });
     expect(o.stdout).toMatch(new RegExp(`\\b${clean.items.length} items\\b`));

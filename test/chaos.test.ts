@@ -6,7 +6,7 @@ import { openStore } from '../src/store/open';
 import { trainerCommand } from '../src/paths';
 import { progressQuery } from '../src/workflows';
 import type { DecisionRecord } from '../src/pipeline/filter';
-import type { Progress, RunResult } from '../src/schemas/run';
+import type { Progress } from '../src/schemas/run';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
 import { temporal, tempDir, waitFor, workerProcess, type WorkerProcess, inProcessWorker } from './support/stack';
 import { expectSameOutputs, makeWorld, paraphrases, writeConfig, writeWorld } from './support/world';
@@ -58,7 +58,7 @@ describe('chaos: ten SIGKILLs across all stages of a 2,000-item run', () => {
     const refFake = await startFakeModel({ items: world, knownPercent: 99 });
     const stopRef = await inProcessWorker(server.address, TRAINER);
     writeWorld(refDir, world, held);
-    const ref = (await (await startRun(server.client, writeConfig(refDir, refFake.baseUrl, settings(refFake.baseUrl)), { runId: 'chaos-ref' })).result()) as RunResult;
+    const ref = await (await startRun(server.client, writeConfig(refDir, refFake.baseUrl, settings(refFake.baseUrl)), { runId: 'chaos-ref' })).result();
     await stopRef();
     await refFake.close();
     expect(ref.filter!.kept).toBeGreaterThan(3);
@@ -119,7 +119,7 @@ describe('chaos: ten SIGKILLs across all stages of a 2,000-item run', () => {
       // 6–8: training, each after a new checkpoint.
       for (let k = 0; k < 3; k++) {
         const seen = checkpoints();
-        await waitFor(() => checkpoints() > seen || (last?.stage === 'evaluate'), 240_000, 'a new checkpoint');
+        await waitFor(() => checkpoints() > seen || last?.stage === 'evaluate', 240_000, 'a new checkpoint');
         if ((await progress())?.stage !== 'train') break;
         await killAndRestart();
       }
@@ -134,7 +134,7 @@ describe('chaos: ten SIGKILLs across all stages of a 2,000-item run', () => {
         await new Promise((r) => setTimeout(r, 300 + ((kills.length * 7919) % 900)));
         await killAndRestart();
       }
-      const result = (await handle.result()) as RunResult;
+      const result = await handle.result();
       clearInterval(sampler);
       let redone = 0;
       let total = 0;
@@ -142,7 +142,9 @@ describe('chaos: ten SIGKILLs across all stages of a 2,000-item run', () => {
         redone += Math.max(0, (fake.stats.perQuestion.get(q.question) ?? 0) - (needed.get(q.question) ?? 0));
         total += needed.get(q.question) ?? 0;
       }
-      console.log(`chaos: ${kills.length} kills (${kills.map((k) => k.stage).join(', ')}), ${redone} requests redone, at most ${mostTrainers} trainer(s) alive at once, training resumed from step ${result.train!.resumedFromStep}, ${fake.stats.chat} requests for ${total} needed`);
+      console.log(
+        `chaos: ${kills.length} kills (${kills.map((k) => k.stage).join(', ')}), ${redone} requests redone, at most ${mostTrainers} trainer(s) alive at once, training resumed from step ${result.train!.resumedFromStep}, ${fake.stats.chat} requests for ${total} needed`,
+      );
 
       expect(kills.length).toBeGreaterThanOrEqual(10);
       const stages = new Set(kills.map((k) => k.stage));

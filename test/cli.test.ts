@@ -14,6 +14,7 @@ import { startFakeModel, stableHash, type FakeModel } from './support/fakeModel'
 import { FAKE_TRAINER, ROOT, temporal, tempDir, waitFor, inProcessWorker } from './support/stack';
 import { makeWorld, paraphrases, writeConfig, writeJsonl, writeWorld } from './support/world';
 
+// eslint-disable-next-line no-control-regex -- the escape character is what is looked for
 const ANSI = /\x1b\[/;
 
 interface Out {
@@ -109,7 +110,9 @@ describe('the slearn command', () => {
     expect(s.$schema).toMatch(/json-schema\.org/);
     expect(s.type).toBe('object');
     expect(s.required).toEqual(expect.arrayContaining(['name', 'dataset', 'model']));
-    expect(Object.keys(s.properties)).toEqual(expect.arrayContaining(['name', 'dataset', 'eval', 'model', 'answer', 'grader', 'filter', 'split', 'train', 'promote', 'shardSize', 'artifacts']));
+    expect(Object.keys(s.properties)).toEqual(
+      expect.arrayContaining(['name', 'dataset', 'eval', 'model', 'answer', 'grader', 'filter', 'split', 'train', 'promote', 'shardSize', 'artifacts']),
+    );
     expect(Object.keys(s.properties.filter.properties).sort()).toEqual(['replayFraction', 'seed', 'trainOn']);
     expect(s.additionalProperties).toBe(false);
   });
@@ -141,8 +144,24 @@ describe('the slearn command', () => {
     expect(auditJson.code).toBe(0);
     const a = JSON.parse(auditJson.stdout);
     const activities = a.runs.flatMap((r: { activities: { activity: string }[] }) => r.activities.map((x) => x.activity));
-    expect(new Set(activities)).toEqual(new Set(['prepare', 'resolveCurrent', 'answerGradeShard', 'filter', 'train', 'stageAdapter', 'evaluatePass', 'compareModels', 'promote', 'report']));
-    expect(a.lineage.map((s: { step: string }) => s.step)).toEqual(expect.arrayContaining(['prepare', 'current', 'answer-grade-000000', 'filter', 'train', 'eval-base', 'eval-tuned', 'retention-tuned', 'compare', 'promote', 'report']));
+    expect(new Set(activities)).toEqual(
+      new Set(['prepare', 'resolveCurrent', 'answerGradeShard', 'filter', 'train', 'stageAdapter', 'evaluatePass', 'compareModels', 'promote', 'report']),
+    );
+    expect(a.lineage.map((s: { step: string }) => s.step)).toEqual(
+      expect.arrayContaining([
+        'prepare',
+        'current',
+        'answer-grade-000000',
+        'filter',
+        'train',
+        'eval-base',
+        'eval-tuned',
+        'retention-tuned',
+        'compare',
+        'promote',
+        'report',
+      ]),
+    );
     expect(a.result.promotion).toMatchObject({ promoted: true });
     const text = await slearn(['audit', 'cli-run'], env);
     expect(text.stdout).toMatch(/workflow cli-run: 1 execution/);
@@ -155,7 +174,15 @@ describe('the slearn command', () => {
     expect(list.stdout).toMatch(/cli-run\W+completed\W.*\Wdone\W+\d+\W+\d+\W+100\.0%\W+yes/);
     expect(list.stdout).not.toMatch(ANSI);
     const listed = (JSON.parse((await slearn(['list', '--json'], env)).stdout) as RunListing[]).find((r) => r.runId === 'cli-run');
-    expect(listed).toMatchObject({ status: 'COMPLETED', config: 'cli-run', stage: 'done', known: known.length, unknown: 16 - known.length, accuracy: 1, promoted: true });
+    expect(listed).toMatchObject({
+      status: 'COMPLETED',
+      config: 'cli-run',
+      stage: 'done',
+      known: known.length,
+      unknown: 16 - known.length,
+      accuracy: 1,
+      promoted: true,
+    });
   });
 
   it('output on a terminal is coloured unless NO_COLOR is set', () => {
@@ -173,11 +200,19 @@ describe('the slearn command', () => {
     const cfg = project('cli-cancel', { train: { epochs: 100, saveSteps: 50 } });
     const started = await slearn(['run', cfg, '--id', 'cli-cancel'], env);
     expect(started).toMatchObject({ code: 0, stdout: 'cli-cancel\n' });
-    await waitFor(async () => (JSON.parse((await slearn(['status', 'cli-cancel', '--json'], env)).stdout) as RunStatus).progress?.stage === 'train', 60_000, 'training to start');
+    await waitFor(
+      async () => (JSON.parse((await slearn(['status', 'cli-cancel', '--json'], env)).stdout) as RunStatus).progress?.stage === 'train',
+      60_000,
+      'training to start',
+    );
     const cancel = await slearn(['cancel', 'cli-cancel'], env);
     expect(cancel).toMatchObject({ code: 0 });
     expect(cancel.stdout).toMatch(/run cli-cancel: cancellation requested/);
-    await waitFor(async () => (JSON.parse((await slearn(['status', 'cli-cancel', '--json'], env)).stdout) as RunStatus).status === 'CANCELLED', 30_000, 'the run to be cancelled');
+    await waitFor(
+      async () => (JSON.parse((await slearn(['status', 'cli-cancel', '--json'], env)).stdout) as RunStatus).status === 'CANCELLED',
+      30_000,
+      'the run to be cancelled',
+    );
     const status = await slearn(['status', 'cli-cancel'], env);
     expect(status.code).toBe(1);
     expect(status.stderr).toMatch(/run cli-cancel is CANCELLED.*slearn resume cli-cancel/);
@@ -282,7 +317,8 @@ describe('the slearn command', () => {
       expect(run.code).toBe(0);
       expect(run.stdout).toMatch(/tuned accuracy\s.*100\.0%/);
       // It ran there, and only there.
-      const inNs = (await server.client.connection.workflowService.describeWorkflowExecution({ namespace: ns, execution: { workflowId: 'cli-ns-run' } })).workflowExecutionInfo;
+      const inNs = (await server.client.connection.workflowService.describeWorkflowExecution({ namespace: ns, execution: { workflowId: 'cli-ns-run' } }))
+        .workflowExecutionInfo;
       expect(inNs?.status).toBe(2); // COMPLETED
       const listedNs = JSON.parse((await slearn(['list', '--json'], nsEnv)).stdout) as RunListing[];
       expect(listedNs.map((r) => r.runId)).toEqual(['cli-ns-run']);

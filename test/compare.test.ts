@@ -9,7 +9,6 @@ import { baselineFor, comparison } from '../src/cli/compare';
 import { renderComparison } from '../src/report/render';
 import { openStore } from '../src/store/open';
 import type { DecisionRecord } from '../src/pipeline/filter';
-import type { RunResult } from '../src/schemas/run';
 import { Registry } from '../src/registry/registry';
 import { startFakeModel, stableHash, type FakeModel } from './support/fakeModel';
 import { inProcessWorker, temporal, tempDir } from './support/stack';
@@ -37,11 +36,11 @@ describe('self-learning against the full and random baselines', () => {
     // Held out: paraphrases of 24 of the facts, half of which the base knows.
     writeWorld(dir, world, paraphrases(world.slice(0, 24)));
     const cfg = writeConfig(dir, fake.baseUrl, { name: 'compare', train: { epochs: 2, saveSteps: 10 } });
-    const self = (await (await startRun(server.client, cfg, { runId: 'cmp-self' })).result()) as RunResult;
+    const self = await (await startRun(server.client, cfg, { runId: 'cmp-self' })).result();
     const asked = fake.stats.chat;
 
     const runBaseline = async (kind: 'full' | 'random') =>
-      (await (await startRun(server.client, cfg, { runId: `cmp-${kind}`, reuseFrom: [self.runId], baseline: baselineFor(kind, self) })).result()) as RunResult;
+      await (await startRun(server.client, cfg, { runId: `cmp-${kind}`, reuseFrom: [self.runId], baseline: baselineFor(kind, self) })).result();
     const full = await runBaseline('full');
     const random = await runBaseline('random');
 

@@ -23,7 +23,10 @@ interface Service {
   entrypoint?: string[];
 }
 
-const compose = parse(readFileSync(join(ROOT, 'temporal-compose.yml'), 'utf8'), { merge: true }) as { services: Record<string, Service>; volumes: Record<string, unknown> };
+const compose = parse(readFileSync(join(ROOT, 'temporal-compose.yml'), 'utf8'), { merge: true }) as {
+  services: Record<string, Service>;
+  volumes: Record<string, unknown>;
+};
 const services = compose.services;
 const slearnServices = Object.entries(services).filter(([, s]) => s.command?.includes('bin/slearn.js'));
 
@@ -42,7 +45,8 @@ function sourceText(): string {
 
 describe('temporal-compose.yml', () => {
   it('has Temporal on PostgreSQL with its UI, an S3 store, vLLM and the three slearn workers', () => {
-    for (const s of ['postgresql', 'temporal', 'temporal-ui', 's3', 's3-init', 'vllm', 'slearn-worker', 'slearn-train', 'slearn-model']) expect(services[s]).toBeDefined();
+    for (const s of ['postgresql', 'temporal', 'temporal-ui', 's3', 's3-init', 'vllm', 'slearn-worker', 'slearn-train', 'slearn-model'])
+      expect(services[s]).toBeDefined();
     expect(services.temporal.ports).toContain('127.0.0.1:7233:7233');
     expect(services['temporal-ui'].environment?.TEMPORAL_ADDRESS).toBe('temporal:7233');
   });

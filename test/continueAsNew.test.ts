@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
 import { audit, startRun } from '../src/client';
 import type { RunResult } from '../src/schemas/run';
@@ -24,7 +23,12 @@ async function lastExecutions(client: Client, runId: string, n = 3): Promise<str
   const out = [`${execs.length} executions; the last ones scheduled:`];
   for (const e of execs.slice(-n)) {
     const h = await client.workflow.getHandle(runId, e.runId).fetchHistory();
-    out.push((h.events ?? []).map((x) => x.activityTaskScheduledEventAttributes?.activityType?.name).filter(Boolean).join(', '));
+    out.push(
+      (h.events ?? [])
+        .map((x) => x.activityTaskScheduledEventAttributes?.activityType?.name)
+        .filter(Boolean)
+        .join(', '),
+    );
   }
   return out.join('\n  ');
 }
@@ -41,7 +45,7 @@ async function runOn(dynamicConfig: Record<string, number>, runId: string, deadl
     const handle = await startRun(server.client, writeConfig(dir, fake.baseUrl, { shardSize: 2, shardConcurrency: 2 }), { runId });
     let timer: NodeJS.Timeout | undefined;
     const result = await Promise.race([
-      handle.result() as Promise<RunResult>,
+      handle.result(),
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
           void lastExecutions(server.client, runId).then((what) => {
@@ -66,7 +70,8 @@ function expectEachStepOnce(o: Outcome): void {
   const all = o.activities.flat();
   expect(o.shards).toBeGreaterThanOrEqual(20);
   expect(all.filter((a) => a === 'answerGradeShard')).toHaveLength(o.shards);
-  for (const step of ['prepare', 'resolveCurrent', 'filter', 'train', 'compareModels', 'promote', 'report']) expect({ step, n: all.filter((a) => a === step).length }).toEqual({ step, n: 1 });
+  for (const step of ['prepare', 'resolveCurrent', 'filter', 'train', 'compareModels', 'promote', 'report'])
+    expect({ step, n: all.filter((a) => a === step).length }).toEqual({ step, n: 1 });
 }
 
 describe('continue-as-new keeps history small', () => {

@@ -21,7 +21,13 @@ describe('a worker SIGKILLed while answering and while training', () => {
   const held = paraphrases(world.slice(0, 20));
   let server: Awaited<ReturnType<typeof temporal>>;
   const serverDir = tempDir();
-  const settings = (baseUrl: string) => ({ shardSize: 20, shardConcurrency: SHARDS_IN_FLIGHT, answer: { concurrency: 4, chunkSize: CHUNK, maxTokens: 16 }, train: { epochs: 6, saveSteps: 2 }, model: { baseUrl, name: 'fake-model', timeoutSeconds: 5 } });
+  const settings = (baseUrl: string) => ({
+    shardSize: 20,
+    shardConcurrency: SHARDS_IN_FLIGHT,
+    answer: { concurrency: 4, chunkSize: CHUNK, maxTokens: 16 },
+    train: { epochs: 6, saveSteps: 2 },
+    model: { baseUrl, name: 'fake-model', timeoutSeconds: 5 },
+  });
 
   beforeAll(async () => {
     server = await temporal(serverDir);
@@ -38,7 +44,7 @@ describe('a worker SIGKILLed while answering and while training', () => {
     try {
       writeWorld(dir, world, held);
       const h = await startRun(server.client, writeConfig(dir, fake.baseUrl, settings(fake.baseUrl)), { runId: 'crash-reference' });
-      return { result: (await h.result()) as RunResult, needed: new Map(fake.stats.perQuestion) };
+      return { result: await h.result(), needed: new Map(fake.stats.perQuestion) };
     } finally {
       await stop();
       await fake.close();
@@ -83,7 +89,7 @@ describe('a worker SIGKILLed while answering and while training', () => {
       workers.push(w);
       await w.ready;
 
-      const result = (await handle.result()) as RunResult;
+      const result = await handle.result();
       expect(askedAtKill1).toBeLessThan(N);
 
       // Same outputs as the uninterrupted run.

@@ -55,16 +55,33 @@ describe('record shapes', () => {
       file(
         'sharegpt-bad.jsonl',
         lines(
-          { conversations: [{ from: 'gpt', value: 'Hello' }, { from: 'human', value: 'Which soil?' }] },
-          { conversations: [{ from: 'human', value: 'Which soil?' }, { from: 'bot', value: 'loam' }] },
-          { conversations: [{ from: 'human', value: 'Which soil?' }, { from: 'gpt', value: ' ' }] },
+          {
+            conversations: [
+              { from: 'gpt', value: 'Hello' },
+              { from: 'human', value: 'Which soil?' },
+            ],
+          },
+          {
+            conversations: [
+              { from: 'human', value: 'Which soil?' },
+              { from: 'bot', value: 'loam' },
+            ],
+          },
+          {
+            conversations: [
+              { from: 'human', value: 'Which soil?' },
+              { from: 'gpt', value: ' ' },
+            ],
+          },
         ),
       ),
       { displayName: 'sg.jsonl' },
     );
     expect(r.problems.map(formatProblem)).toEqual([
       'sg.jsonl:1: conversations: the last turn is from "human": end with the "gpt" turn that holds the reference answer',
-      expect.stringMatching(/^sg\.jsonl:2: conversations\[1\]\.from: must be one of "system", "human", "user", "gpt", "assistant" \(got string "bot"\): choose one$/),
+      expect.stringMatching(
+        /^sg\.jsonl:2: conversations\[1\]\.from: must be one of "system", "human", "user", "gpt", "assistant" \(got string "bot"\): choose one$/,
+      ),
       'sg.jsonl:3: conversations: the gpt turn is empty: write the reference answer',
     ]);
   });
@@ -72,7 +89,10 @@ describe('record shapes', () => {
   it('accepts a BOM, CRLF line ends and blank lines as if clean', async () => {
     const clean = await readDataset(file('clean.jsonl', '{"question":"Q1","answer":"A1"}\n{"question":"Q2","answer":"A2"}\n'));
     const messy = await readDataset(
-      file('messy.jsonl', Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"question":"Q1","answer":"A1"}\r\n\r\n  \r\n{"question":"Q2","answer":"A2"}')])),
+      file(
+        'messy.jsonl',
+        Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"question":"Q1","answer":"A1"}\r\n\r\n  \r\n{"question":"Q2","answer":"A2"}')]),
+      ),
     );
     expect(messy.problems).toEqual([]);
     expect(messy.items).toEqual(clean.items);
@@ -87,7 +107,12 @@ describe('record shapes', () => {
 
   it('reports every bad line with its line number and field', async () => {
     const r = await readDataset(
-      file('bad.jsonl', ['{"question":"ok","answer":"ok"}', '{"question":"","answer":"x"}', 'not json', '{"question":"q","answer":7}', '{"prompt":"p","completion":"c"}'].join('\n')),
+      file(
+        'bad.jsonl',
+        ['{"question":"ok","answer":"ok"}', '{"question":"","answer":"x"}', 'not json', '{"question":"q","answer":7}', '{"prompt":"p","completion":"c"}'].join(
+          '\n',
+        ),
+      ),
       { displayName: 'bad.jsonl' },
     );
     expect(r.problems.map((p) => [p.line, p.field])).toEqual([
@@ -128,7 +153,16 @@ describe('unknown fields are kept under meta; near-misses are refused with a sug
 
   it('keeps them for every shape (chat, alpaca), with the singular notice for one field', async () => {
     const r = await readDataset(
-      file('chat-extra.jsonl', lines({ messages: [{ role: 'user', content: 'Q' }, { role: 'assistant', content: 'A' }], model: 'gpt-4' })),
+      file(
+        'chat-extra.jsonl',
+        lines({
+          messages: [
+            { role: 'user', content: 'Q' },
+            { role: 'assistant', content: 'A' },
+          ],
+          model: 'gpt-4',
+        }),
+      ),
       { displayName: 'c.jsonl' },
     );
     expect(r.problems).toEqual([]);

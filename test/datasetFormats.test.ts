@@ -25,7 +25,8 @@ const write = (name: string, text: string | Buffer) => {
   return at(name);
 };
 /** Problems as the user sees them, the file shown by its name. */
-const shown = async (file: string, opts: ReadOptions = {}) => (await readDataset(file, { displayName: file.split('/').pop(), ...opts })).problems.map(formatProblem);
+const shown = async (file: string, opts: ReadOptions = {}) =>
+  (await readDataset(file, { displayName: file.split('/').pop(), ...opts })).problems.map(formatProblem);
 
 // Writes Parquet files and save_to_disk folders with the real `datasets` library (and pyarrow).
 const WRITE_FIXTURES = `
@@ -172,14 +173,20 @@ describe('a bad record in each file type is located, with what to do', () => {
 
   it('CSV: a header problem is reported once, on line 1, not on every row', async () => {
     expect(await shown(write('typo.csv', 'question,anwser\nQ1,A1\nQ2,A2\n'))).toEqual(['typo.csv:1: anwser: unknown column: did you mean "answer"? rename it']);
-    expect(await shown(write('dup-col.csv', 'question,answer,answer\nQ1,A1,A2\n'))).toEqual(['dup-col.csv:1: answer: this column name appears twice in the header: rename one']);
-    expect(await shown(write('nocols.csv', 'q,a\nQ1,A1\n'))).toEqual([expect.stringMatching(/^nocols\.csv:1: unknown format: use .* \(the columns are: q, a\)$/)]);
+    expect(await shown(write('dup-col.csv', 'question,answer,answer\nQ1,A1,A2\n'))).toEqual([
+      'dup-col.csv:1: answer: this column name appears twice in the header: rename one',
+    ]);
+    expect(await shown(write('nocols.csv', 'q,a\nQ1,A1\n'))).toEqual([
+      expect.stringMatching(/^nocols\.csv:1: unknown format: use .* \(the columns are: q, a\)$/),
+    ]);
     expect(await shown(write('header-only.csv', 'question,answer\n'))).toEqual(['header-only.csv: no rows below the header: add one row per item']);
   });
 
   it('CSV: empty columns a spreadsheet adds at the end are ignored, unless a row has a value there', async () => {
     const r = await readDataset(write('trailing.csv', 'question,answer,,\nQ1,A1,,\nQ2,A2,,oops\n'), { displayName: 'trailing.csv' });
-    expect(r.problems.map(formatProblem)).toEqual(['trailing.csv:3: column 4 has a value but no name in the header: give the column a name, or remove the value']);
+    expect(r.problems.map(formatProblem)).toEqual([
+      'trailing.csv:3: column 4 has a value but no name in the header: give the column a name, or remove the value',
+    ]);
     expect(r.items).toEqual([{ id: expect.any(String), question: 'Q1', answer: 'A1' }]);
   });
 
@@ -205,11 +212,16 @@ describe('a bad record in each file type is located, with what to do', () => {
   });
 
   it('TSV: FILE:LINE of the row', async () => {
-    expect(await shown(write('bad.tsv', 'question\tanswer\nQ1\tA1\nQ2\n'))).toEqual(['bad.tsv:3: row has 1 fields but the header has 2: check the tabs and the quoting of this row']);
+    expect(await shown(write('bad.tsv', 'question\tanswer\nQ1\tA1\nQ2\n'))).toEqual([
+      'bad.tsv:3: row has 1 fields but the header has 2: check the tabs and the quoting of this row',
+    ]);
   });
 
   it('JSON array: FILE:LINE where the element starts; a syntax error stops the read', async () => {
-    const f = write('bad.json', '[\n  {"question": "Q1", "answer": "A1"},\n  {\n    "question": "Q2"\n  },\n  ["Q3", "A3"],\n  {"question": "Q4", "answer": 4},\n  {"question": "Q5" "answer": "A5"}\n]\n');
+    const f = write(
+      'bad.json',
+      '[\n  {"question": "Q1", "answer": "A1"},\n  {\n    "question": "Q2"\n  },\n  ["Q3", "A3"],\n  {"question": "Q4", "answer": 4},\n  {"question": "Q5" "answer": "A5"}\n]\n',
+    );
     expect(await shown(f)).toEqual([
       'bad.json:3: answer: missing (required): add "answer" (a string)',
       'bad.json:6: not a JSON object (got an array): write each element as an object such as {"question": "...", "answer": "..."}',
@@ -220,7 +232,9 @@ describe('a bad record in each file type is located, with what to do', () => {
 
   it('JSON: not an array, cut short, empty', async () => {
     expect(await shown(write('obj.json', '"just a string"\n'))).toEqual([expect.stringMatching(/^obj\.json:1: not a JSON array .*write the records as \[/)]);
-    expect(await shown(write('cut.json', '[\n{"question": "Q1", "answer": "A1"},\n{"question": "Q2", "ans'))).toEqual([expect.stringMatching(/^cut\.json:3: the file ends inside the array.*end the array with \]/)]);
+    expect(await shown(write('cut.json', '[\n{"question": "Q1", "answer": "A1"},\n{"question": "Q2", "ans'))).toEqual([
+      expect.stringMatching(/^cut\.json:3: the file ends inside the array.*end the array with \]/),
+    ]);
     expect(await shown(write('empty.json', '[]'))).toEqual(['empty.json: no records: write them as a JSON array [{"question": "...", "answer": "..."}, ...]']);
   });
 
@@ -236,14 +250,20 @@ describe('a bad record in each file type is located, with what to do', () => {
 
   it('Arrow (save_to_disk): FILE: row N across shards', async () => {
     expect(await shown(at('dup-hf'))).toEqual(['dup-hf: row 3: id: duplicate id "q1" (first on row 1): give each item its own id']);
-    expect(await shown(at('no-train-dict'))).toEqual(['no-train-dict: a DatasetDict with the splits validation and no "train": give the split folder to read, e.g. no-train-dict/validation']);
+    expect(await shown(at('no-train-dict'))).toEqual([
+      'no-train-dict: a DatasetDict with the splits validation and no "train": give the split folder to read, e.g. no-train-dict/validation',
+    ]);
     mkdirSync(at('plain-folder'), { recursive: true });
     expect(await shown(at('plain-folder'))).toEqual([expect.stringMatching(/^plain-folder: a folder, not a dataset: give a dataset file/)]);
   });
 
   it('files slearn cannot read are refused whole, saying what to do', async () => {
-    expect(await shown(write('data.jsonl.gz', Buffer.from([0x1f, 0x8b, 0x08])))).toEqual(['data.jsonl.gz: a compressed file: decompress it first and give the file it holds']);
-    expect(await shown(write('notes.txt', 'question;answer\n'))).toEqual([expect.stringMatching(/^notes\.txt: cannot tell the file type .*give it the extension of its format/)]);
+    expect(await shown(write('data.jsonl.gz', Buffer.from([0x1f, 0x8b, 0x08])))).toEqual([
+      'data.jsonl.gz: a compressed file: decompress it first and give the file it holds',
+    ]);
+    expect(await shown(write('notes.txt', 'question;answer\n'))).toEqual([
+      expect.stringMatching(/^notes\.txt: cannot tell the file type .*give it the extension of its format/),
+    ]);
   });
 });
 
@@ -285,7 +305,10 @@ describe('a columns: mapping names the fields of any other shape', () => {
 
   it('ColumnsSchema: question and answer required, one column per field, nothing else', () => {
     expect(ColumnsSchema.safeParse({ question: 'q' }).success).toBe(false);
-    expect(ColumnsSchema.safeParse({ question: 'q', answer: 'q' }).error?.issues[0]).toMatchObject({ path: ['answer'], message: expect.stringMatching(/same column "q" as question/) });
+    expect(ColumnsSchema.safeParse({ question: 'q', answer: 'q' }).error?.issues[0]).toMatchObject({
+      path: ['answer'],
+      message: expect.stringMatching(/same column "q" as question/),
+    });
     expect(ColumnsSchema.safeParse({ question: 'q', answer: 'a', text: 't' }).success).toBe(false);
     expect(ColumnsSchema.parse({ question: 'q', answer: 'a', meta: 'm' })).toEqual({ question: 'q', answer: 'a', meta: 'm' });
   });

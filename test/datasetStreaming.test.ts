@@ -35,24 +35,28 @@ function generate(kind: 'jsonl' | 'json'): string {
 describe('a 200k-item dataset is scanned with bounded memory', () => {
   // CSV streams the same way (measured outside jest: +55-75 MiB for a 206 MiB file), but csv-parse
   // runs some 10x slower inside jest's sandbox than under plain Node, too slow for 200k rows here.
-  it.each(['jsonl', 'json'] as const)('%s', async (kind) => {
-    const file = generate(kind);
-    const size = statSync(file).size;
-    expect(size).toBeGreaterThan(190 * 2 ** 20);
-    const base = process.memoryUsage().rss;
-    let peak = base;
-    let last = '';
-    const r = await scanDataset(file, (item, where) => {
-      last = item.id;
-      if ((where.line ?? 0) % 1000 === 0) peak = Math.max(peak, process.memoryUsage().rss);
-    });
-    peak = Math.max(peak, process.memoryUsage().rss);
-    expect({ count: r.count, problems: r.problems, last }).toEqual({ count: N, problems: [], last: `item-${N - 1}` });
-    expect(r.notices).toEqual([`${file}: 1 field not used by slearn is kept under meta: source`]);
-    const increase = peak - base;
-    if (process.env.DATASET_MEMORY) console.log(`${kind}: ${(size / 2 ** 20).toFixed(0)} MiB file, peak RSS +${(increase / 2 ** 20).toFixed(0)} MiB`);
-    // Measured: +60-95 MiB for a 214 MiB file (ids kept for duplicates, garbage not yet collected).
-    expect(increase).toBeLessThan(size / 2);
-    rmSync(file);
-  }, 120_000);
+  it.each(['jsonl', 'json'] as const)(
+    '%s',
+    async (kind) => {
+      const file = generate(kind);
+      const size = statSync(file).size;
+      expect(size).toBeGreaterThan(190 * 2 ** 20);
+      const base = process.memoryUsage().rss;
+      let peak = base;
+      let last = '';
+      const r = await scanDataset(file, (item, where) => {
+        last = item.id;
+        if ((where.line ?? 0) % 1000 === 0) peak = Math.max(peak, process.memoryUsage().rss);
+      });
+      peak = Math.max(peak, process.memoryUsage().rss);
+      expect({ count: r.count, problems: r.problems, last }).toEqual({ count: N, problems: [], last: `item-${N - 1}` });
+      expect(r.notices).toEqual([`${file}: 1 field not used by slearn is kept under meta: source`]);
+      const increase = peak - base;
+      if (process.env.DATASET_MEMORY) console.log(`${kind}: ${(size / 2 ** 20).toFixed(0)} MiB file, peak RSS +${(increase / 2 ** 20).toFixed(0)} MiB`);
+      // Measured: +60-95 MiB for a 214 MiB file (ids kept for duplicates, garbage not yet collected).
+      expect(increase).toBeLessThan(size / 2);
+      rmSync(file);
+    },
+    120_000,
+  );
 });

@@ -10,7 +10,7 @@ import { auditText } from '../src/cli/output';
 import { ALLOW_PLAINTEXT_ENV, EncryptionCodec, ENCODING, KEY_ENV, keyId, METADATA_KEY_ID, OLD_KEYS_ENV, parseKey } from '../src/temporal/codec';
 import { codecServer } from '../src/temporal/codecServer';
 import { dataConverter } from '../src/temporal/dataConverter';
-import { TASK_QUEUE, type RunInput, type RunResult } from '../src/schemas/run';
+import { TASK_QUEUE, type RunInput } from '../src/schemas/run';
 import { selfLearning } from '../src/workflows';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
 import { filesContaining, jsonContains, rawHistories } from './support/history';
@@ -28,12 +28,12 @@ describe('the AES-256-GCM payload codec', () => {
   it('round-trips payloads, with metadata naming the cipher and the key id, and a fresh IV each time', async () => {
     const codec = new EncryptionCodec(key);
     const [a, b] = await codec.encode([jsonPayload(value), jsonPayload(value)]);
-    expect(Buffer.from(a.metadata!.encoding!).toString()).toBe(ENCODING);
-    expect(Buffer.from(a.metadata![METADATA_KEY_ID]!).toString()).toBe(keyId(key));
+    expect(Buffer.from(a.metadata!.encoding).toString()).toBe(ENCODING);
+    expect(Buffer.from(a.metadata![METADATA_KEY_ID]).toString()).toBe(keyId(key));
     expect(Buffer.from(a.data!).toString('latin1')).not.toContain('secret');
     expect(Buffer.from(a.data!).equals(Buffer.from(b.data!))).toBe(false);
     const [back] = await codec.decode([a]);
-    expect(Buffer.from(back.metadata!.encoding!).toString()).toBe('json/plain');
+    expect(Buffer.from(back.metadata!.encoding).toString()).toBe('json/plain');
     expect(JSON.parse(Buffer.from(back.data!).toString())).toEqual(value);
     expect(await codec.encode([])).toEqual([]);
   });
@@ -41,7 +41,9 @@ describe('the AES-256-GCM payload codec', () => {
   it('refuses a plaintext payload when a key is set, unless SLEARN_PAYLOAD_ALLOW_PLAINTEXT=1 (reading older runs)', async () => {
     const plain = jsonPayload(value);
     await expect(new EncryptionCodec(key).decode([plain])).rejects.toThrow(
-      new RegExp(`refused a plaintext payload: ${KEY_ENV} is set, so every payload must be encrypted \\(set ${ALLOW_PLAINTEXT_ENV}=1 to read older unencrypted runs\\)`),
+      new RegExp(
+        `refused a plaintext payload: ${KEY_ENV} is set, so every payload must be encrypted \\(set ${ALLOW_PLAINTEXT_ENV}=1 to read older unencrypted runs\\)`,
+      ),
     );
     const strict = EncryptionCodec.fromEnv({ [KEY_ENV]: key.toString('base64') })!;
     await expect(strict.decode([plain])).rejects.toThrow(/refused a plaintext payload/);
@@ -50,7 +52,7 @@ describe('the AES-256-GCM payload codec', () => {
     expect(await migrating.decode([plain])).toEqual([plain]);
     // Allowing plaintext never weakens encryption: what it writes is still ciphertext, and tampering still fails.
     const [enc] = await migrating.encode([plain]);
-    expect(Buffer.from(enc.metadata!.encoding!).toString()).toBe(ENCODING);
+    expect(Buffer.from(enc.metadata!.encoding).toString()).toBe(ENCODING);
     const data = Uint8Array.from(enc.data!);
     data[20] ^= 1;
     await expect(migrating.decode([{ ...enc, data }])).rejects.toThrow(/failed authentication/);
@@ -147,7 +149,7 @@ describe('a whole run with SLEARN_PAYLOAD_KEY set', () => {
     writeWorld(data, world, paraphrases(world.slice(0, 6)));
     const configFile = writeConfig(data, fake.baseUrl, { name: `cfg-${marker}` });
     const handle = await startRun(client, configFile, { runId: 'enc-run' });
-    const result = (await handle.result()) as RunResult;
+    const result = await handle.result();
     expect(result.counts).toMatchObject({ items: 12, answered: 12, graded: 12, ungradeable: 0 });
     expect(result.evaluation!.tuned).toMatchObject({ correct: 6, total: 6 });
     // Decoded with the key, the history does carry the marker: the config path is in the run's input.
@@ -211,7 +213,10 @@ describe('a whole run with SLEARN_PAYLOAD_KEY set', () => {
     );
     const { failureConverter, payloadCodecs } = client.options.loadedDataConverter;
     const { decodeFailure } = await import('@temporalio/common/lib/internal-non-workflow/codec-helpers');
-    const err = failureConverter.failureToError(await decodeFailure(payloadCodecs, failed!.workflowTaskFailedEventAttributes!.failure!), client.options.loadedDataConverter.payloadConverter);
+    const err = failureConverter.failureToError(
+      await decodeFailure(payloadCodecs, failed!.workflowTaskFailedEventAttributes!.failure!),
+      client.options.loadedDataConverter.payloadConverter,
+    );
     expect(err.message).toMatch(/refused a plaintext payload/);
     const events = (await handle.fetchHistory()).events ?? [];
     expect(events.some((e) => e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)).toBe(false);
@@ -258,7 +263,10 @@ describe('a whole run with SLEARN_PAYLOAD_KEY set', () => {
       expect(cli.headers.get('access-control-allow-origin')).toBeNull();
 
       // The browser's preflight: allowed for the UI's origin, with the headers the UI sends.
-      const pre = await fetch(`${url}/decode`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type,x-namespace' } });
+      const pre = await fetch(`${url}/decode`, {
+        method: 'OPTIONS',
+        headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type,x-namespace' },
+      });
       expect(pre.status).toBe(204);
       expect(pre.headers.get('access-control-allow-origin')).toBe(origin);
       expect(pre.headers.get('access-control-allow-methods')).toMatch(/POST/);

@@ -18,7 +18,12 @@ const JUDGE_FORMAT = {
   json_schema: {
     name: 'grade',
     strict: true,
-    schema: { type: 'object', properties: { score: { type: 'number' }, correct: { type: 'boolean' }, rationale: { type: 'string' } }, required: ['score', 'correct', 'rationale'], additionalProperties: false },
+    schema: {
+      type: 'object',
+      properties: { score: { type: 'number' }, correct: { type: 'boolean' }, rationale: { type: 'string' } },
+      required: ['score', 'correct', 'rationale'],
+      additionalProperties: false,
+    },
   },
 };
 
@@ -31,14 +36,28 @@ function client(fake: FakeModel, timeout = 5000): OpenAI {
 }
 
 async function ask(c: OpenAI, question: string, model = 'fake-model', n?: number) {
-  return c.chat.completions.create({ model, messages: [{ role: 'system', content: 'Answer briefly.' }, { role: 'user', content: question }], ...(n ? { n } : {}) });
+  return c.chat.completions.create({
+    model,
+    messages: [
+      { role: 'system', content: 'Answer briefly.' },
+      { role: 'user', content: question },
+    ],
+    ...(n ? { n } : {}),
+  });
 }
 
 async function judgeCall(c: OpenAI, reference: string, candidate: string, aliases?: string[]) {
   const lines = ['Question: q?', `Reference answer: ${reference}`];
   if (aliases) lines.push(`Accepted aliases: ${aliases.join('; ')}`);
   lines.push(`Candidate answer: ${candidate}`);
-  const res = await c.chat.completions.create({ model: 'fake-model', messages: [{ role: 'system', content: 'grade' }, { role: 'user', content: lines.join('\n') }], response_format: JUDGE_FORMAT });
+  const res = await c.chat.completions.create({
+    model: 'fake-model',
+    messages: [
+      { role: 'system', content: 'grade' },
+      { role: 'user', content: lines.join('\n') },
+    ],
+    response_format: JUDGE_FORMAT,
+  });
   return JSON.parse(res.choices[0].message.content!);
 }
 
@@ -154,10 +173,13 @@ describe('fake model', () => {
 
 describe('fake model faults', () => {
   const expectations: [FaultKind, (e: unknown) => void][] = [
-    ['rate_limit', (e) => {
-      expect(e).toBeInstanceOf(RateLimitError);
-      expect((e as RateLimitError).headers?.get('retry-after')).toBe('1');
-    }],
+    [
+      'rate_limit',
+      (e) => {
+        expect(e).toBeInstanceOf(RateLimitError);
+        expect((e as RateLimitError).headers?.get('retry-after')).toBe('1');
+      },
+    ],
     ['server_error', (e) => expect((e as APIError).status).toBe(500)],
     ['unavailable', (e) => expect((e as APIError).status).toBe(503)],
     ['reset', (e) => expect(e).toBeInstanceOf(APIConnectionError)],
@@ -252,7 +274,11 @@ interface Run {
   stderr: string;
 }
 
-function trainer(args: string[], env: Record<string, string> = {}, onEvent?: (e: Record<string, any>, kill: (s: NodeJS.Signals) => void) => void): Promise<Run> {
+function trainer(
+  args: string[],
+  env: Record<string, string> = {},
+  onEvent?: (e: Record<string, any>, kill: (s: NodeJS.Signals) => void) => void,
+): Promise<Run> {
   const child = spawn(process.execPath, [TRAINER, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const events: Record<string, any>[] = [];
   let buf = '';
@@ -274,7 +300,15 @@ function trainer(args: string[], env: Record<string, string> = {}, onEvent?: (e:
 
 function writeData(file: string, n: number, bad?: number): void {
   const lines = ITEMS.slice(0, n).map((it, i) =>
-    i + 1 === bad ? '{"messages": [' : JSON.stringify({ messages: [{ role: 'system', content: 'Answer briefly.' }, { role: 'user', content: it.question }, { role: 'assistant', content: it.answer }] }),
+    i + 1 === bad
+      ? '{"messages": ['
+      : JSON.stringify({
+          messages: [
+            { role: 'system', content: 'Answer briefly.' },
+            { role: 'user', content: it.question },
+            { role: 'assistant', content: it.answer },
+          ],
+        }),
   );
   writeFileSync(file, lines.join('\n') + '\n');
 }
@@ -290,7 +324,10 @@ describe('fake trainer', () => {
     const data = join(root, 'full.jsonl');
     const out = join(root, 'full');
     writeData(data, 10);
-    const run = await trainer(['train', '--base', 'fake-model', '--data', data, '--out', out, '--epochs', '2', '--save-steps', '2', '--lora-r', '8', '--unknown-flag', 'x'], { FAKE_TRAINER_STEP_MS: '5' });
+    const run = await trainer(
+      ['train', '--base', 'fake-model', '--data', data, '--out', out, '--epochs', '2', '--save-steps', '2', '--lora-r', '8', '--unknown-flag', 'x'],
+      { FAKE_TRAINER_STEP_MS: '5' },
+    );
     expect(run.code).toBe(0);
     const total = Math.ceil(10 / 4) * 2;
     expect(run.events[0]).toEqual({ event: 'start', total_steps: total, resumed_from_step: 0, device: 'cpu', precision: 'fp32' });
@@ -301,14 +338,23 @@ describe('fake trainer', () => {
     expect(progress.every((e) => e.total_steps === total)).toBe(true);
     for (let i = 1; i < progress.length; i++) expect(progress[i].loss).toBeLessThan(progress[i - 1].loss);
     expect(progress[progress.length - 1].epoch).toBe(2);
-    expect(run.events.filter((e) => e.event === 'checkpoint')).toEqual([2, 4, 6].map((s) => ({ event: 'checkpoint', step: s, path: join(out, `checkpoint-${s}`) })));
+    expect(run.events.filter((e) => e.event === 'checkpoint')).toEqual(
+      [2, 4, 6].map((s) => ({ event: 'checkpoint', step: s, path: join(out, `checkpoint-${s}`) })),
+    );
     const done = run.events[run.events.length - 1];
     expect(done).toMatchObject({ event: 'done', adapter: join(out, 'adapter'), steps: total });
     expect(done.train_seconds).toBeGreaterThan(0);
-    expect(JSON.parse(readFileSync(join(out, 'adapter', 'adapter_config.json'), 'utf8'))).toMatchObject({ base_model_name_or_path: 'fake-model', r: 8, lora_alpha: 32 });
+    expect(JSON.parse(readFileSync(join(out, 'adapter', 'adapter_config.json'), 'utf8'))).toMatchObject({
+      base_model_name_or_path: 'fake-model',
+      r: 8,
+      lora_alpha: 32,
+    });
     expect(JSON.parse(readFileSync(join(out, 'adapter', 'slearn-fake-adapter.json'), 'utf8')).trained).toHaveLength(10);
     expect(existsSync(join(out, '.fake-trainer.running'))).toBe(false);
-    const runs = readFileSync(join(out, 'fake-trainer-runs.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const runs = readFileSync(join(out, 'fake-trainer-runs.log'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(runs.map((r) => r.event)).toEqual(['start', 'exit']);
 
     // A second run on a complete adapter is done at once.
@@ -379,7 +425,10 @@ describe('fake trainer', () => {
     const r = await first;
     expect(r.code).toBe(143);
     expect(existsSync(join(out, '.fake-trainer.running'))).toBe(false);
-    const runs = readFileSync(join(out, 'fake-trainer-runs.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const runs = readFileSync(join(out, 'fake-trainer-runs.log'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(runs.map((x) => x.event)).toEqual(['start', 'exit']);
   });
 
@@ -389,8 +438,20 @@ describe('fake trainer', () => {
     const wrong = join(root, 'chain-wrong');
     const a = join(root, 'chain-a.jsonl');
     const b = join(root, 'chain-b.jsonl');
-    const unknownIdx = ITEMS.map((it, i) => [it, i] as const).filter(([it]) => stableHash(it.question) % 100 >= 50).map(([, i]) => i);
-    const rows = (idx: number[]) => idx.map((i) => JSON.stringify({ messages: [{ role: 'user', content: ITEMS[i].question }, { role: 'assistant', content: ITEMS[i].answer }] })).join('\n') + '\n';
+    const unknownIdx = ITEMS.map((it, i) => [it, i] as const)
+      .filter(([it]) => stableHash(it.question) % 100 >= 50)
+      .map(([, i]) => i);
+    const rows = (idx: number[]) =>
+      idx
+        .map((i) =>
+          JSON.stringify({
+            messages: [
+              { role: 'user', content: ITEMS[i].question },
+              { role: 'assistant', content: ITEMS[i].answer },
+            ],
+          }),
+        )
+        .join('\n') + '\n';
     writeFileSync(a, rows(unknownIdx.slice(0, 3)));
     writeFileSync(b, rows(unknownIdx.slice(3, 6)));
     const env = { FAKE_TRAINER_STEP_MS: '1' };
@@ -457,7 +518,10 @@ describe('fake trainer', () => {
     const watched = await closeStdin('watch-on', { SLEARN_TRAINER_WATCH_STDIN: '1' }, 5000);
     expect(watched.code).toBe(143);
     expect(watched.ms).toBeLessThan(2000);
-    const runs = readFileSync(join(watched.out, 'fake-trainer-runs.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const runs = readFileSync(join(watched.out, 'fake-trainer-runs.log'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(runs.at(-1)).toMatchObject({ event: 'exit', code: 143, signal: 'stdin-closed' });
     expect(existsSync(join(watched.out, '.fake-trainer.running'))).toBe(false);
     // Not watching (another trainer), or stuck in a long step: it trains on.
@@ -465,7 +529,10 @@ describe('fake trainer', () => {
     expect((await closeStdin('watch-stuck', { SLEARN_TRAINER_WATCH_STDIN: '1', FAKE_TRAINER_IGNORE_EPIPE: '1' }, 1000)).code).toBe('running');
 
     // FAKE_TRAINER_LOG: one log for every trainer of a test (hosts with different scratch disks).
-    const shared = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const shared = readFileSync(log, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(shared.filter((e) => e.event === 'start').map((e) => e.out)).toEqual(['watch-on', 'watch-off', 'watch-stuck'].map((n) => join(root, n)));
     expect(shared.filter((e) => e.event === 'exit').map((e) => e.code)).toEqual([143, 143, 143]);
   });

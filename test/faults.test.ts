@@ -19,11 +19,10 @@ describe('faults', () => {
   const world = makeWorld(40);
   const held = paraphrases(world.slice(0, 10));
   const known = world.filter((w) => stableHash(w.question) % 100 < 50);
-  const heldKnown = world.slice(0, 10).filter((w) => stableHash(w.question) % 100 < 50).length;
 
   const decisionsOf = async (r: RunResult) => (await openStore(r.store)).jsonlAll<DecisionRecord>(r.filter!.decisions);
 
-  it('endpoint faults (429 + Retry-After, 500, 503, resets, hangs, truncated bodies, off-schema judge) lose nothing: the outcome is a clean run\'s', async () => {
+  it("endpoint faults (429 + Retry-After, 500, 503, resets, hangs, truncated bodies, off-schema judge) lose nothing: the outcome is a clean run's", async () => {
     const kinds: FaultKind[] = ['rate_limit', 'server_error', 'unavailable', 'reset', 'hang', 'truncated', 'judge_bad_schema'];
     const clean = await startFakeModel({ items: world, knownPercent: 50 });
     const flaky = await startFakeModel({ items: world, knownPercent: 50, faults: { seed: 7, rate: 0.25, kinds, maxPerQuestion: 2 } });
@@ -33,8 +32,11 @@ describe('faults', () => {
       const run = async (fake: FakeModel, runId: string) => {
         const dir = tempDir();
         writeWorld(dir, world, held);
-        const cfg = writeConfig(dir, fake.baseUrl, { grader: { type: 'judge', attempts: 3 }, model: { baseUrl: fake.baseUrl, name: 'fake-model', timeoutSeconds: 1 } });
-        return (await (await startRun(server.client, cfg, { runId })).result()) as RunResult;
+        const cfg = writeConfig(dir, fake.baseUrl, {
+          grader: { type: 'judge', attempts: 3 },
+          model: { baseUrl: fake.baseUrl, name: 'fake-model', timeoutSeconds: 1 },
+        });
+        return await (await startRun(server.client, cfg, { runId })).result();
       };
       const ref = await run(clean, 'clean');
       const r = await run(flaky, 'faulty');
@@ -76,7 +78,7 @@ describe('faults', () => {
     try {
       writeWorld(dir, world, held);
       const h = await startRun(server.client, writeConfig(dir, fake.baseUrl, { grader: { type: 'judge', attempts: 2 } }), { runId: 'judge-off-schema' });
-      const r = (await h.result()) as RunResult;
+      const r = await h.result();
       expect(r.counts).toMatchObject({ items: 40, answered: 40, graded: 0, ungradeable: 40, known: 0, unknown: 0 });
       expect(r.filter).toMatchObject({ ungradeable: 40, kept: 0, dropped: 0, replayed: 0 });
       expect(r.filter!.trainSet.count).toBe(0);
@@ -152,10 +154,20 @@ describe('faults', () => {
       expect(Date.now() - t0).toBeLessThan(10_000);
       await expect(h.result()).rejects.toThrow();
       await waitFor(async () => (await h.describe()).status.name === 'CANCELLED', 15_000, 'the run to be cancelled');
-      const exits = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.event === 'exit');
+      const exits = readFileSync(log, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l))
+        .filter((e) => e.event === 'exit');
       expect(exits).toEqual([expect.objectContaining({ pid, code: 143, signal: 'SIGTERM' })]);
       // No other trainer was started for it.
-      expect(readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.event === 'start')).toHaveLength(1);
+      expect(
+        readFileSync(log, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l))
+          .filter((e) => e.event === 'start'),
+      ).toHaveLength(1);
     } finally {
       await stop();
       await server.stop();
@@ -174,14 +186,22 @@ describe('faults', () => {
       const h = await startRun(server.client, writeConfig(dir, fake.baseUrl), { runId: 'adapter-lost' });
       // Once the tuned model has answered a few held-out items, the server "restarts": the adapter is gone.
       let name = '';
-      await waitFor(() => {
-        name = fake.stats.loads[0] ?? '';
-        return Boolean(name) && (fake.stats.perModel.get(name) ?? 0) >= 4;
-      }, 60_000, 'the tuned model to be evaluated');
+      await waitFor(
+        () => {
+          name = fake.stats.loads[0] ?? '';
+          return Boolean(name) && (fake.stats.perModel.get(name) ?? 0) >= 4;
+        },
+        60_000,
+        'the tuned model to be evaluated',
+      );
       const before = fake.stats.perModel.get(name)!;
-      const unload = await fetch(`${fake.baseUrl}/unload_lora_adapter`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ lora_name: name }) });
+      const unload = await fetch(`${fake.baseUrl}/unload_lora_adapter`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ lora_name: name }),
+      });
       expect(unload.status).toBe(200);
-      const r = (await h.result()) as RunResult;
+      const r = await h.result();
 
       // Staged again (loaded a second time), and the evaluation of the tuned model is complete and right.
       expect(fake.stats.loads).toEqual([name, name]);

@@ -92,7 +92,10 @@ describe('the filter decision', () => {
     expect(decide(grade('a', true), defaults)).toEqual({ decision: 'dropped', why: 'known (greedy right): already known, not trained on' });
     expect(decide(grade('b', false), defaults)).toEqual({ decision: 'kept', why: 'unknown (greedy wrong): trained on' });
     expect(decide(grade('c', false, [true, false]), defaults)).toEqual({ decision: 'kept', why: 'weaklyKnown (greedy wrong, 1/2 samples right): trained on' });
-    expect(decide(grade('d', true, [true, false]), defaults)).toEqual({ decision: 'dropped', why: 'maybeKnown (greedy right, 1/2 samples right): already known, not trained on' });
+    expect(decide(grade('d', true, [true, false]), defaults)).toEqual({
+      decision: 'dropped',
+      why: 'maybeKnown (greedy right, 1/2 samples right): already known, not trained on',
+    });
   });
 
   it('trains on the levels the config names', () => {
@@ -110,7 +113,10 @@ describe('the filter decision', () => {
 
   it('replays a seeded share of the known items: stable per item, about the fraction asked', () => {
     const ids = Array.from({ length: 400 }, (_, i) => `k-${i}`);
-    expect(decide(grade('a', true), FilterSchema.parse({ replayFraction: 1 }))).toEqual({ decision: 'replayed', why: 'known (greedy right) but replayed (replayFraction 1)' });
+    expect(decide(grade('a', true), FilterSchema.parse({ replayFraction: 1 }))).toEqual({
+      decision: 'replayed',
+      why: 'known (greedy right) but replayed (replayFraction 1)',
+    });
     const half = FilterSchema.parse({ replayFraction: 0.5, seed: 3 });
     const first = ids.map((id) => decide(grade(id, true), half).decision);
     expect(ids.map((id) => decide(grade(id, true), half).decision)).toEqual(first);
@@ -177,7 +183,8 @@ describe('store keys', () => {
     expect(runKey('../../etc')).toMatch(/^etc-[0-9a-f]{8}$/);
     expect(runKey('a/b')).not.toBe(runKey('a_b'));
     expect(runKey('')).toMatch(/^run-[0-9a-f]{8}$/);
-    for (const id of ['../../etc', 'a/b', '..', '.hidden', 'x'.repeat(300), 'nightly 2026:01']) expect(checkKey(`${runPrefix(id)}/steps/prepare.json`)).toBeTruthy();
+    for (const id of ['../../etc', 'a/b', '..', '.hidden', 'x'.repeat(300), 'nightly 2026:01'])
+      expect(checkKey(`${runPrefix(id)}/steps/prepare.json`)).toBeTruthy();
   });
 
   it('refuses keys that could escape the store or hide', () => {

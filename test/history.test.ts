@@ -11,7 +11,6 @@ import { temporal as proto } from '@temporalio/proto';
 import { runStatus, startRun } from '../src/client';
 import { progressLine } from '../src/cli/output';
 import { isTrainProgress, type TrainProgressDetails } from '../src/schemas/progress';
-import type { RunResult } from '../src/schemas/run';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
 import { inProcessWorker, ROOT, temporal, tempDir, waitFor } from './support/stack';
 import { makeWorld, paraphrases, writeConfig, writeWorld } from './support/world';
@@ -48,7 +47,11 @@ describe('history stays small and live attempts stay alive', () => {
 
       // While it trains, `slearn status` (the same call) shows a moving step and a loss.
       const seen: TrainProgressDetails[] = [];
-      await waitFor(async () => (await runStatus(server.client, h.workflowId)).pending.some((a) => isTrainProgress(a.progress) && a.progress.step > 0), 60_000, 'training to start');
+      await waitFor(
+        async () => (await runStatus(server.client, h.workflowId)).pending.some((a) => isTrainProgress(a.progress) && a.progress.step > 0),
+        60_000,
+        'training to start',
+      );
       const t0 = Date.now();
       let line = '';
       while (Date.now() - t0 < 25_000) {
@@ -67,18 +70,24 @@ describe('history stays small and live attempts stay alive', () => {
       expect(seen.every((p) => typeof p.loss === 'number' && p.totalSteps === seen[0].totalSteps)).toBe(true);
       expect(line).toMatch(/stage train \| \d+\/\d+ \| step \d+\/\d+ · loss \d\.\d{3}/);
       // The real CLI prints the same line (run asynchronously: this process hosts the worker that answers).
-      const cli = await execFileP(process.execPath, [join(ROOT, 'bin', 'slearn.js'), 'status', h.workflowId], { env: { ...process.env, TEMPORAL_ADDRESS: server.address } });
+      const cli = await execFileP(process.execPath, [join(ROOT, 'bin', 'slearn.js'), 'status', h.workflowId], {
+        env: { ...process.env, TEMPORAL_ADDRESS: server.address },
+      });
       expect(cli.stdout).toMatch(/stage train \| .*loss/);
 
-      const r = (await h.result()) as RunResult;
+      const r = await h.result();
       expect(r.train!.steps).toBe(seen[0].totalSteps);
       expect(r.train!.steps).toBeGreaterThanOrEqual(4000);
       expect(r.train!.trainSeconds).toBeGreaterThanOrEqual(60);
 
       const events = (await server.client.workflow.getHandle(h.workflowId).fetchHistory()).events ?? [];
-      const scheduled = events.findIndex((e) => e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED && e.activityTaskScheduledEventAttributes?.activityType?.name === 'train');
+      const scheduled = events.findIndex(
+        (e) => e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED && e.activityTaskScheduledEventAttributes?.activityType?.name === 'train',
+      );
       const scheduledId = Number(events[scheduled].eventId);
-      const completed = events.findIndex((e) => e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED && Number(e.activityTaskCompletedEventAttributes?.scheduledEventId) === scheduledId);
+      const completed = events.findIndex(
+        (e) => e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED && Number(e.activityTaskCompletedEventAttributes?.scheduledEventId) === scheduledId,
+      );
       // Scheduled, started, completed: nothing per step, per checkpoint or per heartbeat.
       expect(completed - scheduled + 1).toBeLessThanOrEqual(4);
     } finally {
@@ -92,7 +101,11 @@ describe('history stays small and live attempts stay alive', () => {
     try {
       const dir = tempDir();
       writeWorld(dir, world, paraphrases(world.slice(0, 4)));
-      const cfg = writeConfig(dir, fake.baseUrl, { model: { baseUrl: fake.baseUrl, name: 'fake-model', timeoutSeconds: 20 }, answer: { concurrency: 4, chunkSize: 4 }, shardSize: 8 });
+      const cfg = writeConfig(dir, fake.baseUrl, {
+        model: { baseUrl: fake.baseUrl, name: 'fake-model', timeoutSeconds: 20 },
+        answer: { concurrency: 4, chunkSize: 4 },
+        shardSize: 8,
+      });
       const h = await startRun(server.client, cfg, { runId: 'history-slow-requests', heartbeatTimeout: '1 second' });
       await h.result();
       const events = (await server.client.workflow.getHandle(h.workflowId).fetchHistory()).events ?? [];

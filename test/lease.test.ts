@@ -28,7 +28,10 @@ interface TrainerLogLine {
 
 /** The most trainers alive at once, from the stand-in trainer's shared start/exit log. */
 function mostAlive(file: string): { most: number; starts: number } {
-  const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as TrainerLogLine);
+  const lines = readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as TrainerLogLine);
   let alive = 0;
   let most = 0;
   for (const l of lines.sort((a, b) => a.t - b.t)) {
@@ -40,9 +43,19 @@ function mostAlive(file: string): { most: number; starts: number } {
 
 async function setup(dir: string) {
   const store = new Store(new LocalBackend(join(dir, 'store')));
-  const config = ConfigSchema.parse({ name: 'lease', dataset: '/x.jsonl', model: { baseUrl: 'http://127.0.0.1:9/v1', name: 'fake-model' }, train: { epochs: 40, saveSteps: 5 } });
+  const config = ConfigSchema.parse({
+    name: 'lease',
+    dataset: '/x.jsonl',
+    model: { baseUrl: 'http://127.0.0.1:9/v1', name: 'fake-model' },
+    train: { epochs: 40, saveSteps: 5 },
+  });
   const ctx: StepCtx = { runId: 'lease-run', store: store.url, config: await store.putJson(config) };
-  const rows = Array.from({ length: 8 }, (_, i) => ({ messages: [{ role: 'user', content: `q${i}` }, { role: 'assistant', content: `a${i}` }] }));
+  const rows = Array.from({ length: 8 }, (_, i) => ({
+    messages: [
+      { role: 'user', content: `q${i}` },
+      { role: 'assistant', content: `a${i}` },
+    ],
+  }));
   return { store, ctx, trainSet: await store.putJsonl(rows) };
 }
 
@@ -71,7 +84,10 @@ describe('the training lease', () => {
     // Each process retries on TrainerBusy, as Temporal would, until it gets the result.
     const run = () =>
       new Promise<{ code: number | null; out: string }>((resolve) => {
-        const p = spawn(process.execPath, [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), join(ROOT, 'test', 'support', 'train-until-done.ts'), spec], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+        const p = spawn(process.execPath, [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), join(ROOT, 'test', 'support', 'train-until-done.ts'), spec], {
+          env,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
         let out = '';
         p.stdout.on('data', (b) => (out += b));
         p.stderr.on('data', (b) => (out += b));
@@ -93,7 +109,7 @@ describe('the training lease', () => {
     // A live process that holds the lease but renews nothing (a hung worker).
     const hung = spawn('sleep', ['60']);
     try {
-      const body: LeaseBody = { ...thisHost(), token: 'hung#1', what: 'test', worker: processId(hung.pid!), renewedAt: Date.now(), ttlMs: 1500 };
+      const body: LeaseBody = { ...thisHost(), token: 'hung#1', what: 'test', worker: processId(hung.pid), renewedAt: Date.now(), ttlMs: 1500 };
       await store.writeDoc('leases/r/train/0000000001.json', body, { ifAbsent: true });
       const first = await Lease.acquire(store, 'leases/r/train', { token: 'me#1', what: 'test', ttlMs: 1500 });
       expect(first).toMatchObject({ busy: expect.stringMatching(/held by worker pid/) });
@@ -137,9 +153,17 @@ describe('the training lease', () => {
 
   it('an orphaned trainer of a dead worker on this host is stopped before the takeover', async () => {
     const store = new Store(new LocalBackend(tempDir()));
-    const deadWorker = spawnSync('true').pid!;
+    const deadWorker = spawnSync('true').pid;
     const orphan = spawn('sleep', ['60'], { detached: true });
-    const body: LeaseBody = { ...thisHost(), token: 'dead#1', what: 'test', worker: { pid: deadWorker }, child: processId(orphan.pid!), renewedAt: Date.now(), ttlMs: 60_000 };
+    const body: LeaseBody = {
+      ...thisHost(),
+      token: 'dead#1',
+      what: 'test',
+      worker: { pid: deadWorker },
+      child: processId(orphan.pid),
+      renewedAt: Date.now(),
+      ttlMs: 60_000,
+    };
     await store.writeDoc('leases/r/train/0000000001.json', body, { ifAbsent: true });
     const stopped: number[] = [];
     const got = await Lease.acquire(store, 'leases/r/train', {

@@ -5,7 +5,7 @@ import { openStore } from '../src/store/open';
 import { progressQuery } from '../src/workflows';
 import { saveReport } from '../src/cli/reports';
 import type { DecisionRecord } from '../src/pipeline/filter';
-import type { Progress, RunResult } from '../src/schemas/run';
+import type { Progress } from '../src/schemas/run';
 import { startFakeModel, stableHash, type FakeModel } from './support/fakeModel';
 import { temporal, tempDir, waitFor, inProcessWorker } from './support/stack';
 import { makeWorld, paraphrases, writeConfig, writeWorld } from './support/world';
@@ -49,7 +49,7 @@ describe('the self-learning loop on a real Temporal dev server', () => {
         await new Promise((r) => setTimeout(r, 50));
       }
     })();
-    const result = (await handle.result()) as RunResult;
+    const result = await handle.result();
     await waitFor(() => seen.at(-1)?.stage === 'done', 10_000, 'progress to say done');
     await watcher;
 
@@ -63,7 +63,12 @@ describe('the self-learning loop on a real Temporal dev server', () => {
     const store = await openStore(result.store);
     // The training set is exactly the unknown items, as OpenAI chat JSONL.
     const trainSet = await store.jsonlAll<{ messages: { role: string; content: string }[] }>(result.filter!.trainSet);
-    expect(trainSet.map((r) => r.messages.at(-1)!.content).sort()).toEqual(world.filter((w) => !knownIds.has(w.id)).map((w) => w.answer).sort());
+    expect(trainSet.map((r) => r.messages.at(-1)!.content).sort()).toEqual(
+      world
+        .filter((w) => !knownIds.has(w.id))
+        .map((w) => w.answer)
+        .sort(),
+    );
     expect(trainSet[0].messages.map((m) => m.role)).toEqual(['system', 'user', 'assistant']);
 
     // One decision per item, each with its level and reason.
@@ -109,7 +114,7 @@ describe('the self-learning loop on a real Temporal dev server', () => {
   it('returns the recorded result when a finished run is started again with the same id and input', async () => {
     const before = fake.stats.chat;
     const again = await startRun(server.client, join(dir, 'slearn.yaml'), { runId: 'loop-run' });
-    const result = (await again.result()) as RunResult;
+    const result = await again.result();
     expect(result.counts.items).toBe(40);
     expect(result.promotion).toMatchObject({ promoted: true, version: 1 });
     expect(fake.stats.chat - before).toBe(0);

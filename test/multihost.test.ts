@@ -11,7 +11,6 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startRun } from '../src/client';
 import { openStore } from '../src/store/open';
-import type { RunResult } from '../src/schemas/run';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
 import { s3Env, startS3Server, type S3Server } from './support/s3server';
 import { inProcessWorker, ROOT, temporal, tempDir, waitFor, workerProcess, type WorkerProcess } from './support/stack';
@@ -20,7 +19,10 @@ import { expectSameOutputs, makeWorld, paraphrases, writeConfig, writeWorld } fr
 const execFileP = promisify(execFile);
 
 function mostAlive(file: string): number {
-  const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; t: number });
+  const lines = readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { event: string; t: number });
   let alive = 0;
   let most = 0;
   for (const l of lines.sort((a, b) => a.t - b.t)) {
@@ -58,7 +60,11 @@ describe('two hosts sharing only Temporal and an S3 store', () => {
   });
 
   const host = (name: string, env: NodeJS.ProcessEnv = {}) => {
-    const w = workerProcess(server.address, { ...s3Env(s3), SLEARN_HOST: name, SLEARN_HOME: tempDir(`slearn-${name}-`), SLEARN_SCRATCH: tempDir(`slearn-${name}-scratch-`), ...env }, ['slearn-train']);
+    const w = workerProcess(
+      server.address,
+      { ...s3Env(s3), SLEARN_HOST: name, SLEARN_HOME: tempDir(`slearn-${name}-`), SLEARN_SCRATCH: tempDir(`slearn-${name}-scratch-`), ...env },
+      ['slearn-train'],
+    );
     workers.push(w);
     return w;
   };
@@ -76,7 +82,7 @@ describe('two hosts sharing only Temporal and an S3 store', () => {
     // The uninterrupted run, for reference: the whole loop over S3.
     const ref = host('reference-host', { FAKE_TRAINER_STEP_MS: '5' });
     await ref.ready;
-    const refResult = (await (await startRun(server.client, config('reference'), { runId: 'mh-reference' })).result()) as RunResult;
+    const refResult = await (await startRun(server.client, config('reference'), { runId: 'mh-reference' })).result();
     ref.proc.kill('SIGTERM');
     await ref.exited;
 
@@ -85,20 +91,27 @@ describe('two hosts sharing only Temporal and an S3 store', () => {
     const handle = await startRun(server.client, config('twohosts'), { runId: 'mh-two-hosts', heartbeatTimeout: '3 seconds' });
     const store = await openStore(`s3://${s3.bucket}/twohosts`);
     // Wait until host A has uploaded a checkpoint, then kill the host.
-    await waitFor(async () => (await store.listDocs('runs/mh-two-hosts')).some((k) => /\/checkpoints\/\d+\.json$/.test(k)), 120_000, 'a checkpoint in the store');
+    await waitFor(
+      async () => (await store.listDocs('runs/mh-two-hosts')).some((k) => /\/checkpoints\/\d+\.json$/.test(k)),
+      120_000,
+      'a checkpoint in the store',
+    );
     a.proc.kill('SIGKILL');
     await a.exited;
     const b = host('gpu-host-b', env);
     await b.ready;
 
-    const result = (await handle.result()) as RunResult;
+    const result = await handle.result();
     expectSameOutputs(result, refResult);
     expect(result.train!.resumedFromStep).toBeGreaterThan(0);
     expect(result.train!.runtime?.host).toBeDefined();
     // The trainer of the killed host stopped by itself (its worker's pipe closed); never two at once.
     expect(mostAlive(log)).toBe(1);
     // Host B trained in its own scratch; nothing of host A's disk was needed.
-    const lines = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; out?: string });
+    const lines = readFileSync(log, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event: string; out?: string });
     const dirs = [...new Set(lines.filter((l) => l.event === 'start').map((l) => l.out))];
     expect(dirs.length).toBe(2);
     expect(dirs.every((d) => d && existsSync(d))).toBe(true);
@@ -106,7 +119,11 @@ describe('two hosts sharing only Temporal and an S3 store', () => {
 
     // `slearn audit` reads the lineage from the S3 store: dataset → shards → grades → training set → adapter → report.
     const audit = JSON.parse(
-      (await execFileP(process.execPath, [join(ROOT, 'bin', 'slearn.js'), 'audit', 'mh-two-hosts', '--json'], { env: { ...process.env, TEMPORAL_ADDRESS: server.address } })).stdout,
+      (
+        await execFileP(process.execPath, [join(ROOT, 'bin', 'slearn.js'), 'audit', 'mh-two-hosts', '--json'], {
+          env: { ...process.env, TEMPORAL_ADDRESS: server.address },
+        })
+      ).stdout,
     ) as { lineage: { step: string; outputs: Record<string, { uri: string }> }[] };
     const steps = audit.lineage.map((s) => s.step);
     for (const s of ['prepare', 'answer-grade-000000', 'filter', 'train', 'eval-tuned', 'compare', 'promote', 'report']) expect(steps).toContain(s);
@@ -121,13 +138,15 @@ describe('two hosts sharing only Temporal and an S3 store', () => {
     await s3.kill();
     await new Promise((r) => setTimeout(r, 3000));
     await s3.restart();
-    const result = (await handle.result()) as RunResult;
+    const result = await handle.result();
     expect(result.counts).toMatchObject({ items: 48, ungradeable: 0 });
     expect(result.evaluation!.tuned).toMatchObject({ correct: 16, total: 16 });
 
     // A resumed run reuses the finished steps from the store: no new answers are asked.
     const before = fake.stats.chat;
-    const cli = await execFileP(process.execPath, [join(ROOT, 'bin', 'slearn.js'), 'resume', 'mh-store-restart', '--wait'], { env: { ...process.env, TEMPORAL_ADDRESS: server.address, SLEARN_HOME: tempDir() } });
+    const cli = await execFileP(process.execPath, [join(ROOT, 'bin', 'slearn.js'), 'resume', 'mh-store-restart', '--wait'], {
+      env: { ...process.env, TEMPORAL_ADDRESS: server.address, SLEARN_HOME: tempDir() },
+    });
     expect(cli.stdout).toMatch(/tuned accuracy/);
     expect(fake.stats.chat - before).toBe(0);
   }, 240_000);

@@ -4,7 +4,6 @@ import { openStore } from '../src/store/open';
 import { trainerCommand } from '../src/paths';
 import { adapterName } from '../src/pipeline/adapters';
 import type { EvalItemResult } from '../src/pipeline/evaluate';
-import type { RunResult } from '../src/schemas/run';
 import { temporal, tempDir, inProcessWorker } from './support/stack';
 import { startRealModelServer } from './support/modelServer';
 import { paraphrases, writeConfig, writeJsonl } from './support/world';
@@ -52,7 +51,7 @@ describe('the real embedded model, end to end', () => {
         answer: { maxTokens: 12, concurrency: 4, chunkSize: 4 },
         train: { epochs: 12, learningRate: 3e-3, saveSteps: 6, batchSize: 3, maxSeqLen: 96 },
       });
-      const r = (await (await startRun(server.client, cfg, { runId: 'real-model-1' })).result()) as RunResult;
+      const r = await (await startRun(server.client, cfg, { runId: 'real-model-1' })).result();
 
       expect(r.counts).toMatchObject({ items: 6, known: 0, unknown: 6, ungradeable: 0 });
       expect(r.train).toMatchObject({ skipped: false, steps: 24, runtime: { device: 'cpu', precision: 'fp32' } });
@@ -72,7 +71,7 @@ describe('the real embedded model, end to end', () => {
 
       // New facts arrive: the chained run answers with version 1 and continues its adapter.
       writeJsonl(join(dir, 'train.jsonl'), [...first, ...later]);
-      const r2 = (await (await startRun(server.client, cfg, { runId: 'real-model-2' })).result()) as RunResult;
+      const r2 = await (await startRun(server.client, cfg, { runId: 'real-model-2' })).result();
       expect(r2.train!.initAdapter?.sha256).toBe(r.train!.adapter!.sha256);
       expect(r2.train!.steps).toBeGreaterThan(0);
       expect(r2.evaluation!.current).toBeDefined();

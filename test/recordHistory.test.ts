@@ -6,7 +6,6 @@ import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
 import { temporal as proto } from '@temporalio/proto';
 import { temporalBinary } from '../src/temporal/devServer';
 import { startRun } from '../src/client';
-import type { RunResult } from '../src/schemas/run';
 import { startFakeModel } from './support/fakeModel';
 import { temporal, tempDir, inProcessWorker } from './support/stack';
 import { makeWorld, paraphrases, writeConfig, writeWorld } from './support/world';
@@ -30,7 +29,7 @@ it('records the histories of a run, across continue-as-new, that replay against 
   try {
     writeWorld(dir, world, paraphrases(world.slice(0, 6)));
     const handle = await startRun(server.client, writeConfig(dir, fake.baseUrl, { shardSize: 2 }), { runId: 'record' });
-    const result = (await handle.result()) as RunResult;
+    const result = await handle.result();
     expect(result.status).toBe('completed');
     expect(result.continuedAsNew).toBeGreaterThanOrEqual(1);
     const runs = [];
@@ -41,7 +40,11 @@ it('records the histories of a run, across continue-as-new, that replay against 
     const kinds = new Set<string>();
     for (const [i, r] of runs.entries()) {
       // The CLI's JSON is the format the web UI downloads and historyFromJSON reads.
-      const shown = spawnSync(temporalBinary(), ['workflow', 'show', '--workflow-id', 'record', '--run-id', r.runId, '--address', server.address, '--output', 'json'], { encoding: 'utf8' });
+      const shown = spawnSync(
+        temporalBinary(),
+        ['workflow', 'show', '--workflow-id', 'record', '--run-id', r.runId, '--address', server.address, '--output', 'json'],
+        { encoding: 'utf8' },
+      );
       expect(shown.status).toBe(0);
       const history = historyFromJSON(JSON.parse(shown.stdout));
       expect(history.events?.length).toBeGreaterThan(5);
@@ -56,7 +59,18 @@ it('records the histories of a run, across continue-as-new, that replay against 
       writeFileSync(join(out, `selfLearning-${version ?? 'check'}-${i + 1}.json`), shown.stdout);
     }
     // Between them, the recordings exercise every step of the workflow.
-    expect([...kinds].sort()).toEqual(['answerGradeShard', 'compareModels', 'evaluatePass', 'filter', 'prepare', 'promote', 'report', 'resolveCurrent', 'stageAdapter', 'train']);
+    expect([...kinds].sort()).toEqual([
+      'answerGradeShard',
+      'compareModels',
+      'evaluatePass',
+      'filter',
+      'prepare',
+      'promote',
+      'report',
+      'resolveCurrent',
+      'stageAdapter',
+      'train',
+    ]);
   } finally {
     await stop();
     await server.stop();

@@ -48,11 +48,15 @@ describe('scheduled runs, the model registry and the promotion gate', () => {
   const triggered = async (seen: Set<string>): Promise<{ id: string; result?: RunResult; error?: string }> => {
     expect((await slearn('schedule', 'trigger', 'nightly')).code).toBe(0);
     let id = '';
-    await waitFor(async () => {
-      const d = await json<{ runs: { runId: string }[] }>('schedule', 'describe', 'nightly');
-      id = d.runs.map((r) => r.runId).find((r) => !seen.has(r)) ?? '';
-      return id !== '';
-    }, 30_000, 'the triggered run to start');
+    await waitFor(
+      async () => {
+        const d = await json<{ runs: { runId: string }[] }>('schedule', 'describe', 'nightly');
+        id = d.runs.map((r) => r.runId).find((r) => !seen.has(r)) ?? '';
+        return id !== '';
+      },
+      30_000,
+      'the triggered run to start',
+    );
     seen.add(id);
     try {
       return { id, result: (await server.client.workflow.getHandle(id).result()) as RunResult };

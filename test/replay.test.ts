@@ -34,7 +34,9 @@ describe('replay of recorded histories', () => {
     // Same history, against a workflow that schedules something else first: replay must refuse it.
     await expect(Worker.runReplayHistory({ workflowsPath: require.resolve('./fixtures/changedWorkflow') }, load(files[0]), 'changed')).rejects.toMatchObject({
       name: 'DeterminismViolationError',
-      message: expect.stringMatching(/Nondeterminism error: Activity type of scheduled event 'prepare' does not match activity type of activity command 'filter'/),
+      message: expect.stringMatching(
+        /Nondeterminism error: Activity type of scheduled event 'prepare' does not match activity type of activity command 'filter'/,
+      ),
     });
   });
 });

@@ -53,7 +53,9 @@ async function statusOf(p: Promise<unknown>): Promise<{ name: string; status?: n
 test('put, streamed get, head, delete', async () => {
   const Bucket = s.bucket;
   const body = randomBytes(300_000);
-  const put = await c.send(new PutObjectCommand({ Bucket, Key: 'basic/obj.bin', Body: body, ContentType: 'application/octet-stream', Metadata: { step: 'seven' } }));
+  const put = await c.send(
+    new PutObjectCommand({ Bucket, Key: 'basic/obj.bin', Body: body, ContentType: 'application/octet-stream', Metadata: { step: 'seven' } }),
+  );
   expect(put.ETag).toMatch(/^"[0-9a-f]{32}"$/);
 
   const head = await c.send(new HeadObjectCommand({ Bucket, Key: 'basic/obj.bin' }));
@@ -95,7 +97,8 @@ test('ListObjectsV2: prefix, delimiter and pagination with ContinuationToken', a
   expect(seen).toEqual(keys);
 
   const paged: string[] = [];
-  for await (const page of paginateListObjectsV2({ client: c, pageSize: 7 }, { Bucket, Prefix: 'list/' })) paged.push(...(page.Contents ?? []).map((o) => o.Key!));
+  for await (const page of paginateListObjectsV2({ client: c, pageSize: 7 }, { Bucket, Prefix: 'list/' }))
+    paged.push(...(page.Contents ?? []).map((o) => o.Key!));
   expect(paged).toEqual([...keys, 'list/p2', 'list/q/other'].sort());
 
   const dirs = await c.send(new ListObjectsV2Command({ Bucket, Prefix: 'list/', Delimiter: '/' }));
@@ -113,12 +116,20 @@ test('conditional writes: If-None-Match * creates once, If-Match compares ETags'
   // Compare-and-swap on the ETag.
   const second = await c.send(new PutObjectCommand({ Bucket, Key, Body: 'owner-a renewed', IfMatch: first.ETag }));
   expect(second.ETag).not.toBe(first.ETag);
-  expect(await statusOf(c.send(new PutObjectCommand({ Bucket, Key, Body: 'stale writer', IfMatch: first.ETag })))).toEqual({ name: 'PreconditionFailed', status: 412 });
-  expect(await statusOf(c.send(new PutObjectCommand({ Bucket, Key: 'cond/missing', Body: 'x', IfMatch: first.ETag })))).toEqual({ name: 'NoSuchKey', status: 404 });
+  expect(await statusOf(c.send(new PutObjectCommand({ Bucket, Key, Body: 'stale writer', IfMatch: first.ETag })))).toEqual({
+    name: 'PreconditionFailed',
+    status: 412,
+  });
+  expect(await statusOf(c.send(new PutObjectCommand({ Bucket, Key: 'cond/missing', Body: 'x', IfMatch: first.ETag })))).toEqual({
+    name: 'NoSuchKey',
+    status: 404,
+  });
   expect(await (await c.send(new GetObjectCommand({ Bucket, Key }))).Body!.transformToString()).toBe('owner-a renewed');
 
   // Racing creators: exactly one wins.
-  const results = await Promise.all(Array.from({ length: 12 }, (_, i) => statusOf(c.send(new PutObjectCommand({ Bucket, Key: 'cond/race', Body: `writer-${i}`, IfNoneMatch: '*' })))));
+  const results = await Promise.all(
+    Array.from({ length: 12 }, (_, i) => statusOf(c.send(new PutObjectCommand({ Bucket, Key: 'cond/race', Body: `writer-${i}`, IfNoneMatch: '*' })))),
+  );
   expect(results.filter((r) => r.status === 200)).toHaveLength(1);
   expect(results.filter((r) => r.status !== 200).every((r) => r.status === 412 || r.status === 409)).toBe(true);
 
@@ -152,7 +163,19 @@ test('multipart upload: invisible until CompleteMultipartUpload; lib-storage Upl
   expect(await statusOf(c.send(new HeadObjectCommand({ Bucket, Key })))).toEqual({ name: 'NotFound', status: 404 });
   const listed = await c.send(new ListObjectsV2Command({ Bucket, Prefix: 'mpu/' }));
   expect(listed.Contents ?? []).toEqual([]);
-  await c.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p1.ETag }, { PartNumber: 2, ETag: p2.ETag }] } }));
+  await c.send(
+    new CompleteMultipartUploadCommand({
+      Bucket,
+      Key,
+      UploadId,
+      MultipartUpload: {
+        Parts: [
+          { PartNumber: 1, ETag: p1.ETag },
+          { PartNumber: 2, ETag: p2.ETag },
+        ],
+      },
+    }),
+  );
   const head = await c.send(new HeadObjectCommand({ Bucket, Key }));
   expect(head.ContentLength).toBe(part1.length + part2.length);
   expect(head.ETag).toMatch(/-2"$/);
@@ -160,13 +183,24 @@ test('multipart upload: invisible until CompleteMultipartUpload; lib-storage Upl
   // Conditional create also applies when completing a multipart upload.
   const again = await c.send(new CreateMultipartUploadCommand({ Bucket, Key }));
   const q1 = await c.send(new UploadPartCommand({ Bucket, Key, UploadId: again.UploadId, PartNumber: 1, Body: 'late' }));
-  const complete = new CompleteMultipartUploadCommand({ Bucket, Key, UploadId: again.UploadId, IfNoneMatch: '*', MultipartUpload: { Parts: [{ PartNumber: 1, ETag: q1.ETag }] } });
+  const complete = new CompleteMultipartUploadCommand({
+    Bucket,
+    Key,
+    UploadId: again.UploadId,
+    IfNoneMatch: '*',
+    MultipartUpload: { Parts: [{ PartNumber: 1, ETag: q1.ETag }] },
+  });
   expect(await statusOf(c.send(complete))).toEqual({ name: 'PreconditionFailed', status: 412 });
   expect((await c.send(new HeadObjectCommand({ Bucket, Key }))).ContentLength).toBe(part1.length + part2.length);
 
   // The high-level uploader, from a stream of unknown length.
   const big = randomBytes(20 * 1024 * 1024);
-  const up = new Upload({ client: c, params: { Bucket, Key: 'mpu/big.bin', Body: Readable.from(chunksOf(big, 256 * 1024)) }, partSize: 5 * 1024 * 1024, queueSize: 2 });
+  const up = new Upload({
+    client: c,
+    params: { Bucket, Key: 'mpu/big.bin', Body: Readable.from(chunksOf(big, 256 * 1024)) },
+    partSize: 5 * 1024 * 1024,
+    queueSize: 2,
+  });
   const done = await up.done();
   expect(done.Key).toBe('mpu/big.bin');
   const got = await c.send(new GetObjectCommand({ Bucket, Key: 'mpu/big.bin' }));

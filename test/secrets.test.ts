@@ -6,7 +6,7 @@ import { join, relative } from 'node:path';
 import { audit, startRun } from '../src/client';
 import { main } from '../src/cli';
 import { trainerEnv } from '../src/pipeline/trainer-process';
-import { TASK_QUEUE, type RunInput, type RunResult } from '../src/schemas/run';
+import { TASK_QUEUE, type RunInput } from '../src/schemas/run';
 import { selfLearning } from '../src/workflows';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
 import { filesContaining, jsonContains, rawHistories, walkFiles } from './support/history';
@@ -20,7 +20,7 @@ function calls(text: string, name: RegExp): string[] {
   const out: string[] = [];
   for (const m of text.matchAll(new RegExp(`(?<![\\w.$])${name.source}\\s*\\(`, 'g'))) {
     let depth = 0;
-    let i = m.index! + m[0].length - 1;
+    let i = m.index + m[0].length - 1;
     const start = i;
     for (; i < text.length; i++) {
       if (text[i] === '(') depth++;
@@ -38,16 +38,24 @@ function shellProblems(sources: { file: string; text: string }[]): { problems: s
   for (const { file, text } of sources) {
     if (/shell\s*:\s*(true|['"`])/.test(text)) problems.push(`${file}: shell option`);
     for (const m of text.matchAll(/import\s*\{([^}]*)\}\s*from\s*['"](node:)?child_process['"]/g)) {
-      for (const name of m[1].split(',').map((s) => s.trim().replace(/^type\s+/, '').split(/\s+as\s+/)[0])) {
+      for (const name of m[1].split(',').map(
+        (s) =>
+          s
+            .trim()
+            .replace(/^type\s+/, '')
+            .split(/\s+as\s+/)[0],
+      )) {
         if (/^exec(Sync)?$/.test(name)) problems.push(`${file}: imports ${name} from child_process (runs a shell)`);
       }
     }
-    if (/child_process['"]\)\s*\.\s*exec(Sync)?\b|\bchild_process\.exec(Sync)?\b|\bcp\.exec(Sync)?\b/.test(text)) problems.push(`${file}: exec through the module object`);
+    if (/child_process['"]\)\s*\.\s*exec(Sync)?\b|\bchild_process\.exec(Sync)?\b|\bcp\.exec(Sync)?\b/.test(text))
+      problems.push(`${file}: exec through the module object`);
     for (const args of calls(text, /spawn(Sync)?/)) {
       spawns++;
       // (file, argv, options?): the second argument is an array literal or a variable holding one.
       const second = args.slice(args.indexOf(',') + 1).trimStart();
-      if (!args.includes(',') || !/^(\[|[A-Za-z_$][\w$]*\s*[,)]|[A-Za-z_$][\w$]*\s*$)/.test(second)) problems.push(`${file}: spawn(${args.slice(0, 80)}) has no argument vector`);
+      if (!args.includes(',') || !/^(\[|[A-Za-z_$][\w$]*\s*[,)]|[A-Za-z_$][\w$]*\s*$)/.test(second))
+        problems.push(`${file}: spawn(${args.slice(0, 80)}) has no argument vector`);
       // A shell may only run a fixed script: no interpolation into `sh -c`.
       if (/^\s*['"`](ba)?sh['"`]/.test(args)) {
         const script = second.match(/^\[\s*['"]-c['"]\s*,\s*(['"`])((?:(?!\1).)*)\1\s*\]/);
@@ -145,7 +153,7 @@ describe('no secrets in history, logs or artifacts', () => {
     });
     expect(readFileSync(configFile, 'utf8')).not.toContain(marker); // the config names the variable only
     const handle = await startRun(server.client, configFile, { runId: 'secrets-run' });
-    const result = (await handle.result()) as RunResult;
+    const result = await handle.result();
     expect(result.counts).toMatchObject({ items: 12, answered: 12, graded: 12, ungradeable: 0 });
     expect(result.evaluation!.tuned).toMatchObject({ correct: 6, total: 6 });
 
@@ -176,7 +184,10 @@ describe('no secrets in history, logs or artifacts', () => {
     for (const s of secrets) expect(filesContaining(dir, s).map((f) => relative(dir, f))).toEqual([]);
 
     // The trainer was started with an argument vector and an environment that carry no secret.
-    const starts = readFileSync(join(dir, 'trainer-calls.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { argv: string[]; env: Record<string, string> });
+    const starts = readFileSync(join(dir, 'trainer-calls.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { argv: string[]; env: Record<string, string> });
     expect(starts.length).toBeGreaterThan(0);
     for (const { argv, env } of starts) {
       expect(argv.slice(0, 3)).toEqual(['train', '--base', 'fake-model']);
@@ -200,7 +211,11 @@ describe('no secrets in history, logs or artifacts', () => {
       }
       req.resume();
       res.writeHead(401, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: { message: `Incorrect API key provided: ${auth.replace(/^Bearer /, '')}.`, type: 'invalid_request_error', code: 'invalid_api_key' } }));
+      res.end(
+        JSON.stringify({
+          error: { message: `Incorrect API key provided: ${auth.replace(/^Bearer /, '')}.`, type: 'invalid_request_error', code: 'invalid_api_key' },
+        }),
+      );
     });
     await new Promise<void>((r) => echo.listen(0, '127.0.0.1', () => r()));
     const baseUrl = `http://127.0.0.1:${(echo.address() as AddressInfo).port}/v1`;
@@ -245,7 +260,8 @@ describe('no secrets in history, logs or artifacts', () => {
         {
           name: 'protected-key',
           overrides: { model: { baseUrl: fake.baseUrl, name: 'fake-model', apiKeyEnv: 'AWS_SECRET_ACCESS_KEY' } },
-          message: /model\.apiKeyEnv AWS_SECRET_ACCESS_KEY is not a variable this worker sends as a key: use SLEARN_API_KEY, or list it in SLEARN_ALLOWED_KEY_ENVS on the worker/,
+          message:
+            /model\.apiKeyEnv AWS_SECRET_ACCESS_KEY is not a variable this worker sends as a key: use SLEARN_API_KEY, or list it in SLEARN_ALLOWED_KEY_ENVS on the worker/,
         },
         {
           name: 'payload-key',
@@ -260,12 +276,15 @@ describe('no secrets in history, logs or artifacts', () => {
         {
           name: 'foreign-model',
           overrides: { model: { baseUrl: foreign.baseUrl, name: 'fake-model', apiKeyEnv: KEY_VAR } },
-          message: new RegExp(`model\\.baseUrl ${foreign.baseUrl.replace(/[./]/g, '\\$&')} is not an endpoint this worker may call: add its URL prefix to SLEARN_ALLOWED_ENDPOINTS on the worker`),
+          message: new RegExp(
+            `model\\.baseUrl ${foreign.baseUrl.replace(/[./]/g, '\\$&')} is not an endpoint this worker may call: add its URL prefix to SLEARN_ALLOWED_ENDPOINTS on the worker`,
+          ),
         },
         {
           name: 'foreign-judge',
           overrides: { grader: { type: 'judge', model: { baseUrl: foreign.baseUrl, name: 'judge', apiKeyEnv: KEY_VAR } } },
-          message: /grader\.model\.baseUrl http:\/\/127\.0\.0\.2:\d+\/v1 is not an endpoint this worker may call: add its URL prefix to SLEARN_ALLOWED_ENDPOINTS/,
+          message:
+            /grader\.model\.baseUrl http:\/\/127\.0\.0\.2:\d+\/v1 is not an endpoint this worker may call: add its URL prefix to SLEARN_ALLOWED_ENDPOINTS/,
         },
       ];
       const chatBefore = fake.stats.chat;
@@ -304,7 +323,7 @@ describe('no secrets in history, logs or artifacts', () => {
     writeWorld(a, world.slice(0, 6), paraphrases(world.slice(0, 3)));
     const other = makeWorld(6, 'other');
     writeWorld(b, other, paraphrases(other.slice(0, 3)));
-    const first = (await (await startRun(server.client, writeConfig(a, fake.baseUrl, { artifacts: store }), { runId: 'reused-id' })).result()) as RunResult;
+    const first = await (await startRun(server.client, writeConfig(a, fake.baseUrl, { artifacts: store }), { runId: 'reused-id' })).result();
     expect(first.counts.items).toBe(6);
     const asked = fake.stats.chat;
     const second = await startRun(server.client, writeConfig(b, fake.baseUrl, { artifacts: store }), { runId: 'reused-id' });
@@ -355,7 +374,9 @@ describe('the config never carries a key', () => {
     expect(readFileSync(file, 'utf8')).toContain(key);
     const r = await validate(file);
     expect(r.code).toBe(1);
-    expect(r.out).toMatch(/slearn\.yaml:\d+: model\.apiKeyEnv: (looks like a secret key: give the NAME of the environment variable that holds it|must be the NAME of an environment variable, not the key itself)/);
+    expect(r.out).toMatch(
+      /slearn\.yaml:\d+: model\.apiKeyEnv: (looks like a secret key: give the NAME of the environment variable that holds it|must be the NAME of an environment variable, not the key itself)/,
+    );
     expect(r.out).not.toContain(key);
     expect(r.out).not.toContain(key.slice(4, 20));
   });
@@ -364,7 +385,9 @@ describe('the config never carries a key', () => {
     writeWorld(dir, world, paraphrases(world.slice(0, 2), 'held'));
     process.env.SLEARN_KEYS_TEST_VAR = 'x';
     try {
-      const r = await validate(writeConfig(dir, 'http://127.0.0.1:9/v1', { model: { baseUrl: 'http://127.0.0.1:9/v1', name: 'm', apiKeyEnv: 'SLEARN_KEYS_TEST_VAR' } }));
+      const r = await validate(
+        writeConfig(dir, 'http://127.0.0.1:9/v1', { model: { baseUrl: 'http://127.0.0.1:9/v1', name: 'm', apiKeyEnv: 'SLEARN_KEYS_TEST_VAR' } }),
+      );
       expect(r).toMatchObject({ code: 0 });
       expect(r.out).toMatch(/OK \(4 items, 2 evaluation items/);
     } finally {

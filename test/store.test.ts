@@ -141,9 +141,13 @@ describe('a short or failed write leaves no blob under its address', () => {
       return r;
     };
     const store = new Store(new LocalBackend(root, full), full);
-    await expect(store.putStream((function* () {
-      for (let i = 0; i < 100; i++) yield 'z'.repeat(1 << 16);
-    })())).rejects.toThrow(/ENOSPC/);
+    await expect(
+      store.putStream(
+        (function* () {
+          for (let i = 0; i < 100; i++) yield 'z'.repeat(1 << 16);
+        })(),
+      ),
+    ).rejects.toThrow(/ENOSPC/);
     expect(objects(root)).toEqual([]);
   });
 

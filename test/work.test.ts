@@ -121,7 +121,17 @@ describe('runItems', () => {
   });
 
   it('refuses to resume when the previous heartbeat says more was flushed than the store holds', async () => {
-    const previous: WorkProgress = { phase: 'answer-grade shard 0', done: 30, flushed: 30, total: 40, resumed: 0, failed: 0, retries: 0, concurrency: 4, startedAt: 0 };
+    const previous: WorkProgress = {
+      phase: 'answer-grade shard 0',
+      done: 30,
+      flushed: 30,
+      total: 40,
+      resumed: 0,
+      failed: 0,
+      retries: 0,
+      concurrency: 4,
+      startedAt: 0,
+    };
     await expect(runItems(opts(newStore(), items(40), { previous }))).rejects.toBeInstanceOf(StoreNotShared);
   });
 

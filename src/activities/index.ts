@@ -39,7 +39,8 @@ export function toFailure(e: unknown): unknown {
   if (e instanceof RunIdReused) return nonRetryable('RunIdReused');
   if (e instanceof StoreNotShared) return nonRetryable('StoreNotShared');
   if (e instanceof TrainerError) return nonRetryable('TrainerError');
-  if (e instanceof TrainerBusy) return ApplicationFailure.create({ message: err.message, type: 'TrainerBusy', nextRetryDelay: `${Math.ceil(e.retryAfterMs / 1000)}s` });
+  if (e instanceof TrainerBusy)
+    return ApplicationFailure.create({ message: err.message, type: 'TrainerBusy', nextRetryDelay: `${Math.ceil(e.retryAfterMs / 1000)}s` });
   if (e instanceof AdapterNotLoaded) return nonRetryable('AdapterNotLoaded');
   if (e instanceof ModelCallError) {
     if (e.kind === 'fatal') return nonRetryable('ModelConfigError');
@@ -67,7 +68,7 @@ async function asActivity<I, R>(deps: WorkerDeps, step: (env: StepEnv, input: I)
   const timeoutMs = info.heartbeatTimeoutMs;
   const ticker = timeoutMs ? setInterval(() => ctx.heartbeat(latest), Math.max(200, Math.min(5000, timeoutMs / 4))) : undefined;
   const env: StepEnv = {
-    store: deps.openStore,
+    store: (url) => deps.openStore(url),
     signal,
     attempt: info.attempt,
     giveUp: info.attempt >= GIVE_UP_AT_ATTEMPT,
@@ -97,7 +98,10 @@ async function asActivity<I, R>(deps: WorkerDeps, step: (env: StepEnv, input: I)
 
 /** All activities, built from what the worker injects (Temporal's activities-dependency-injection pattern). */
 export function createActivities(deps: WorkerDeps) {
-  const a = <I, R>(step: (env: StepEnv, input: I) => Promise<R>) => (input: I) => asActivity(deps, step, input);
+  const a =
+    <I, R>(step: (env: StepEnv, input: I) => Promise<R>) =>
+    (input: I) =>
+      asActivity(deps, step, input);
   return {
     prepare: a(prepare),
     resolveCurrent: a(resolveCurrent),

@@ -73,11 +73,22 @@ export async function comparison(self: RunResult, others: { label: string; resul
 }
 
 /** Starts the baselines after a self-learning run (reusing its answers and grades), waits, and writes the comparison. */
-export async function runComparison(client: Client, configFile: string, self: RunResult, kinds: BaselineKind[], opts: { overrides?: Record<string, unknown> }): Promise<ComparisonData> {
+export async function runComparison(
+  client: Client,
+  configFile: string,
+  self: RunResult,
+  kinds: BaselineKind[],
+  opts: { overrides?: Record<string, unknown> },
+): Promise<ComparisonData> {
   const others: { label: string; result: RunResult }[] = [];
   for (const kind of kinds) {
     console.error(`\n--compare ${kind}: the same answered items, trained as a ${kind} baseline…`);
-    const h = await startRun(client, configFile, { reuseFrom: [self.runId], baseline: baselineFor(kind, self), checkEndpoint: false, ...(opts.overrides ? { overrides: opts.overrides } : {}) });
+    const h = await startRun(client, configFile, {
+      reuseFrom: [self.runId],
+      baseline: baselineFor(kind, self),
+      checkEndpoint: false,
+      ...(opts.overrides ? { overrides: opts.overrides } : {}),
+    });
     others.push({ label: kind === 'full' ? 'full fine-tuning' : 'random subset', result: await watchRun(client, h.workflowId) });
   }
   const data = await comparison(self, others);
@@ -98,6 +109,8 @@ export async function runComparison(client: Client, configFile: string, self: Ru
       r.vsSelf ? `${r.vsSelf.fixed}/${r.vsSelf.broken}, p=${r.vsSelf.pValue.toPrecision(2)}` : '',
     ]);
   }
-  console.log(`\n${data.title} (base ${pct(data.base.accuracy)} on ${data.items} held-out items)\n${t.toString()}\ncomparison report: ${join(dir, 'compare.html')}`);
+  console.log(
+    `\n${data.title} (base ${pct(data.base.accuracy)} on ${data.items} held-out items)\n${t.toString()}\ncomparison report: ${join(dir, 'compare.html')}`,
+  );
   return data;
 }

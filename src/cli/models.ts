@@ -25,7 +25,10 @@ function parseRef(ref: string): { name: string; version?: number } {
 
 export function modelsCommand(): Command {
   const m = new Command('models').description('the model registry: versions of tuned models per config, and which one is `current`');
-  const store = (c: Command) => c.option('--artifacts <store>', 'artifact store (directory or s3://bucket/prefix; default .slearn/artifacts or SLEARN_ARTIFACTS)').option('--json', 'machine-readable');
+  const store = (c: Command) =>
+    c
+      .option('--artifacts <store>', 'artifact store (directory or s3://bucket/prefix; default .slearn/artifacts or SLEARN_ARTIFACTS)')
+      .option('--json', 'machine-readable');
 
   store(m.command('list').argument('<name>', 'config name')).action(async (name: string, o) => {
     const reg = await registry(name, o.artifacts);
@@ -88,19 +91,19 @@ export function modelsCommand(): Command {
     console.log(`${name}: current is now ${ev.version ? `version ${ev.version}` : 'the base model'} (was ${ev.previous ?? 'the base model'})`);
   });
 
-  store(m.command('history').argument('<name>').description('accuracy and retention per version over time, and every run and decision (writes an HTML page)')).action(
-    async (name: string, o) => {
-      const reg = await registry(name, o.artifacts);
-      const [versions, aliases, runs] = [await reg.versions(), await reg.aliasLog(), await reg.runs()];
-      if (o.json) return json({ name, versions, aliases, runs });
-      const page = renderHistory(name, versions, aliases, runs);
-      const dir = join(STATE_DIR, 'models', name);
-      await mkdir(dir, { recursive: true });
-      await writeFile(join(dir, 'history.md'), page.markdown);
-      await writeFile(join(dir, 'history.html'), page.html);
-      console.log(page.markdown);
-      console.log(`\nhistory page: ${join(dir, 'history.html')}`);
-    },
-  );
+  store(
+    m.command('history').argument('<name>').description('accuracy and retention per version over time, and every run and decision (writes an HTML page)'),
+  ).action(async (name: string, o) => {
+    const reg = await registry(name, o.artifacts);
+    const [versions, aliases, runs] = [await reg.versions(), await reg.aliasLog(), await reg.runs()];
+    if (o.json) return json({ name, versions, aliases, runs });
+    const page = renderHistory(name, versions, aliases, runs);
+    const dir = join(STATE_DIR, 'models', name);
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'history.md'), page.markdown);
+    await writeFile(join(dir, 'history.html'), page.html);
+    console.log(page.markdown);
+    console.log(`\nhistory page: ${join(dir, 'history.html')}`);
+  });
   return m;
 }

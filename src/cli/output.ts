@@ -23,7 +23,8 @@ export function summaryTable(r: RunResult, reportPath?: string): string {
     t.push(['outcome', r.reason ?? 'nothing new']);
     return t.toString();
   }
-  if (r.levels) t.push(['known / maybe known / weakly known / unknown', `${r.levels.known} / ${r.levels.maybeKnown} / ${r.levels.weaklyKnown} / ${r.levels.unknown}`]);
+  if (r.levels)
+    t.push(['known / maybe known / weakly known / unknown', `${r.levels.known} / ${r.levels.maybeKnown} / ${r.levels.weaklyKnown} / ${r.levels.unknown}`]);
   if (r.filter) {
     t.push(['dropped (already known)', String(r.filter.dropped)], ['trained on', String(r.filter.kept)]);
     if (r.filter.replayed) t.push(['replayed known', String(r.filter.replayed)]);
@@ -32,14 +33,20 @@ export function summaryTable(r: RunResult, reportPath?: string): string {
   if (r.train) {
     const rt = r.train.runtime;
     const where = rt?.device ? ` on ${rt.device}${rt.precision ? ` ${rt.precision}` : ''}${rt.host ? ` (${rt.host})` : ''}` : '';
-    t.push(['training', r.train.skipped ? 'skipped (nothing to learn)' : `${r.train.steps} steps, ${r.train.trainSeconds.toFixed(1)} s${where}${r.train.resumedFromStep ? `, resumed from step ${r.train.resumedFromStep}` : ''}`]);
+    t.push([
+      'training',
+      r.train.skipped
+        ? 'skipped (nothing to learn)'
+        : `${r.train.steps} steps, ${r.train.trainSeconds.toFixed(1)} s${where}${r.train.resumedFromStep ? `, resumed from step ${r.train.resumedFromStep}` : ''}`,
+    ]);
   }
   const e = r.evaluation;
   if (e) {
     t.push([`base accuracy (${e.items} held-out items, 95% CI)`, ci(e.base)]);
     if (e.current) t.push(['current model accuracy', ci(e.current)]);
     if (e.tuned) t.push(['tuned accuracy', ci(e.tuned)]);
-    if (e.vsReference) t.push([`fixed / broken vs ${e.vsReference.a}`, `${e.vsReference.fixed} / ${e.vsReference.broken}  (McNemar p=${e.vsReference.pValue.toPrecision(2)})`]);
+    if (e.vsReference)
+      t.push([`fixed / broken vs ${e.vsReference.a}`, `${e.vsReference.fixed} / ${e.vsReference.broken}  (McNemar p=${e.vsReference.pValue.toPrecision(2)})`]);
     if (e.retention) t.push(['retention of known items', ci(e.retention)]);
   }
   if (r.promotion) t.push(['promotion', r.promotion.reason]);
@@ -84,9 +91,16 @@ export function progressLine(s: RunStatus): string {
   if (p.current) parts.push(`from version ${p.current.version}`);
   if (p.continuedAsNew) parts.push(`continued-as-new ${p.continuedAsNew}×`);
   const retrying = s.pending.filter((a) => a.attempt > 1);
-  if (retrying.length) parts.push(`retrying: ${retrying.map((a) => `${a.activity} (attempt ${a.attempt}${a.lastFailure ? `: ${a.lastFailure.slice(0, 60)}` : ''})`).join(', ')}`);
-  const asking = s.pending.map((a) => a.progress).filter(isWorkProgress).filter((w) => w.retries > 0);
-  if (asking.length) parts.push(`asked again: ${asking.reduce((n, w) => n + w.retries, 0)} requests${asking.find((w) => w.lastError) ? ` (last: ${asking.find((w) => w.lastError)!.lastError!.slice(0, 60)})` : ''}`);
+  if (retrying.length)
+    parts.push(`retrying: ${retrying.map((a) => `${a.activity} (attempt ${a.attempt}${a.lastFailure ? `: ${a.lastFailure.slice(0, 60)}` : ''})`).join(', ')}`);
+  const asking = s.pending
+    .map((a) => a.progress)
+    .filter(isWorkProgress)
+    .filter((w) => w.retries > 0);
+  if (asking.length)
+    parts.push(
+      `asked again: ${asking.reduce((n, w) => n + w.retries, 0)} requests${asking.find((w) => w.lastError) ? ` (last: ${asking.find((w) => w.lastError)!.lastError!.slice(0, 60)})` : ''}`,
+    );
   return parts.join(' | ');
 }
 
@@ -117,7 +131,15 @@ export function auditText(a: Audit): string {
       const why = x.failure ?? x.lastFailure ?? '';
       // Long messages (a dataset's FILE:LINE list) go below the table, whole.
       if (why.length > 80) notes.push(`[${notes.length + 1}] ${x.activity} ${x.input}: ${why}`);
-      t.push([x.scheduled.slice(11, 23), x.activity, x.input, String(x.attempts), x.durationMs !== undefined ? `${(x.durationMs / 1000).toFixed(2)}s` : '', x.outcome, why.length > 80 ? `${why.slice(0, 70)}… [${notes.length}]` : why]);
+      t.push([
+        x.scheduled.slice(11, 23),
+        x.activity,
+        x.input,
+        String(x.attempts),
+        x.durationMs !== undefined ? `${(x.durationMs / 1000).toFixed(2)}s` : '',
+        x.outcome,
+        why.length > 80 ? `${why.slice(0, 70)}… [${notes.length}]` : why,
+      ]);
     }
     out.push(t.toString(), ...notes);
     if (run.failure) out.push(`the run failed: ${run.failure}`);
@@ -126,7 +148,11 @@ export function auditText(a: Audit): string {
   if (r?.train?.runtime) out.push('', `trained on: ${JSON.stringify(r.train.runtime)}`);
   if (r?.promotion) {
     const p = r.promotion;
-    out.push('', `promotion: ${p.promoted ? 'promoted' : 'not promoted'}${p.version ? ` (version ${p.version})` : ''}${p.gain !== undefined ? `, gain ${(p.gain * 100).toFixed(1)} points` : ''}${p.forgetting !== undefined ? `, forgetting ${pct(p.forgetting)}` : ''}`, `  ${p.reason}`);
+    out.push(
+      '',
+      `promotion: ${p.promoted ? 'promoted' : 'not promoted'}${p.version ? ` (version ${p.version})` : ''}${p.gain !== undefined ? `, gain ${(p.gain * 100).toFixed(1)} points` : ''}${p.forgetting !== undefined ? `, forgetting ${pct(p.forgetting)}` : ''}`,
+      `  ${p.reason}`,
+    );
   }
   out.push('', 'artifact lineage (step: inputs -> outputs):');
   for (const s of a.lineage) {

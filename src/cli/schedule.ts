@@ -48,7 +48,8 @@ export function scheduleCommand(): Command {
     .action(async (o) => {
       const client = await connect();
       const rows = [];
-      for await (const s of client.schedule.list()) rows.push({ id: s.scheduleId, paused: s.state.paused, next: s.info.nextActionTimes?.[0]?.toISOString() ?? null });
+      for await (const s of client.schedule.list())
+        rows.push({ id: s.scheduleId, paused: s.state.paused, next: s.info.nextActionTimes?.[0]?.toISOString() ?? null });
       if (o.json) return json(rows);
       const t = table(['schedule', 'state', 'next run']);
       for (const r of rows) t.push([r.id, r.paused ? 'paused' : 'active', r.next ?? '-']);
@@ -70,13 +71,30 @@ export function scheduleCommand(): Command {
           runId,
           takenAt: a.takenAt.toISOString(),
           status: s?.status ?? 'unknown',
-          outcome: s?.result?.status === 'nothing-new' ? 'nothing new' : s?.result?.promotion ? (s.result.promotion.promoted ? 'promoted' : 'refused') : (s?.progress?.stage ?? s?.failure ?? ''),
+          outcome:
+            s?.result?.status === 'nothing-new'
+              ? 'nothing new'
+              : s?.result?.promotion
+                ? s.result.promotion.promoted
+                  ? 'promoted'
+                  : 'refused'
+                : (s?.progress?.stage ?? s?.failure ?? ''),
           reason: s?.result?.promotion?.reason ?? s?.result?.reason ?? s?.failure ?? '',
         });
       }
-      const info = { id, paused: d.state.paused, note: d.state.note, spec: d.spec, pauseOnFailure: d.policies.pauseOnFailure, next: d.info.nextActionTimes.map((t) => t.toISOString()), runs };
+      const info = {
+        id,
+        paused: d.state.paused,
+        note: d.state.note,
+        spec: d.spec,
+        pauseOnFailure: d.policies.pauseOnFailure,
+        next: d.info.nextActionTimes.map((t) => t.toISOString()),
+        runs,
+      };
       if (o.json) return json(info);
-      console.log(`schedule ${id}: ${d.state.paused ? `paused${d.state.note ? ` (${d.state.note})` : ''}` : 'active'}; next run ${info.next[0] ?? '-'}${info.pauseOnFailure ? '; pauses on failure' : ''}`);
+      console.log(
+        `schedule ${id}: ${d.state.paused ? `paused${d.state.note ? ` (${d.state.note})` : ''}` : 'active'}; next run ${info.next[0] ?? '-'}${info.pauseOnFailure ? '; pauses on failure' : ''}`,
+      );
       const t = table(['run', 'started', 'status', 'outcome', 'reason']);
       for (const r of runs) t.push([r.runId, r.takenAt.slice(0, 19).replace('T', ' '), r.status.toLowerCase(), r.outcome, r.reason.slice(0, 90)]);
       console.log(runs.length ? t.toString() : 'no runs yet');

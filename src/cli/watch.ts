@@ -20,7 +20,10 @@ export async function watchRun(
   const tty = fancy(out);
   const handle = client.workflow.getHandle(runId);
   const bar = tty
-    ? new SingleBar({ format: '{stage} {bar} {value}/{total} | {rate}/s | ETA {eta_formatted} | {detail}', hideCursor: true, stream: out, etaBuffer: 30 }, Presets.shades_classic)
+    ? new SingleBar(
+        { format: '{stage} {bar} {value}/{total} | {rate}/s | ETA {eta_formatted} | {detail}', hideCursor: true, stream: out, etaBuffer: 30 },
+        Presets.shades_classic,
+      )
     : undefined;
   let stage = '';
   let lastPlain = 0;
@@ -67,8 +70,8 @@ export async function watchRun(
     return await resultP;
   } catch (e) {
     if (e instanceof WorkflowFailedError) {
-      const cause = (e.cause as Error | undefined)?.cause as Error | undefined;
-      throw new Error(`run ${runId} failed: ${cause?.message ?? (e.cause as Error)?.message ?? e.message}`);
+      const cause = e.cause?.cause as Error | undefined;
+      throw new Error(`run ${runId} failed: ${cause?.message ?? (e.cause as Error)?.message ?? e.message}`, { cause: e });
     }
     throw e;
   } finally {

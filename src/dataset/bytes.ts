@@ -114,7 +114,7 @@ export async function* guardUtf8(source: AsyncIterable<Buffer>, bad: BadRanges, 
     const parts: Buffer[] = [];
     let start = 0;
     let at = out;
-    for (let i = 0; i < b.length; ) {
+    for (let i = 0; i < b.length;) {
       const n = sequenceLength(b, i);
       if (n > 0) {
         i += n;

@@ -74,7 +74,8 @@ export function resolveFileType(file: string): Resolved {
     default:
       return {
         type: 'jsonl',
-        problem: 'cannot tell the file type from its name or its first bytes: give it the extension of its format (.jsonl, .json, .csv, .tsv, .parquet, .arrow)',
+        problem:
+          'cannot tell the file type from its name or its first bytes: give it the extension of its format (.jsonl, .json, .csv, .tsv, .parquet, .arrow)',
       };
   }
 }
@@ -108,7 +109,10 @@ export function looksLikeDataset(file: string): boolean {
     case 'json-array':
       return true;
     case 'json-object': {
-      const text = b.toString('utf8').replace(/^\uFEFF/, '').trimStart();
+      const text = b
+        .toString('utf8')
+        .replace(/^\uFEFF/, '')
+        .trimStart();
       const nl = text.indexOf('\n');
       if (nl === -1 && b.length === 64 * 1024) return true; // a first line longer than any config
       try {

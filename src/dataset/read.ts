@@ -58,7 +58,17 @@ function openSource(file: string, display: string): Opened {
   const typed = { kind: 'typed' as const, noun: 'row', notices: [] };
   switch (r.type) {
     case 'jsonl':
-      return { shownAs: display, source: { fileType: 'jsonl', kind: 'json', noun: 'line', notices: [], empty: 'file is empty: add one JSON object per line', events: () => jsonlEvents(file) } };
+      return {
+        shownAs: display,
+        source: {
+          fileType: 'jsonl',
+          kind: 'json',
+          noun: 'line',
+          notices: [],
+          empty: 'file is empty: add one JSON object per line',
+          events: () => jsonlEvents(file),
+        },
+      };
     case 'json':
       return {
         shownAs: display,
@@ -75,28 +85,40 @@ function openSource(file: string, display: string): Opened {
     case 'tsv': {
       const sep = r.type === 'csv' ? ',' : '\t';
       const header = r.type === 'csv' ? 'question,answer' : 'question<TAB>answer';
-      return { shownAs: display, source: { ...text, fileType: r.type, empty: `file is empty: add a header line (${header}) and one row per item`, events: () => csvEvents(file, sep) } };
+      return {
+        shownAs: display,
+        source: { ...text, fileType: r.type, empty: `file is empty: add a header line (${header}) and one row per item`, events: () => csvEvents(file, sep) },
+      };
     }
     case 'parquet':
-      return { shownAs: display, source: { ...typed, fileType: 'parquet', empty: 'the file has no rows: write the dataset with its rows', events: () => parquetEvents(file) } };
+      return {
+        shownAs: display,
+        source: { ...typed, fileType: 'parquet', empty: 'the file has no rows: write the dataset with its rows', events: () => parquetEvents(file) },
+      };
     case 'arrow': {
-      if (!r.folder) return { shownAs: display, source: { ...typed, fileType: 'arrow', empty: 'the file has no rows: write the dataset with its rows', events: () => arrowEvents([file]) } };
+      if (!r.folder)
+        return {
+          shownAs: display,
+          source: { ...typed, fileType: 'arrow', empty: 'the file has no rows: write the dataset with its rows', events: () => arrowEvents([file]) },
+        };
       const folder = arrowFolder(file, display);
       if ('problem' in folder) return { problem: folder.problem, fileType: 'arrow' };
       return {
         shownAs: folder.split ? join(display, folder.split) : display,
-        source: { ...typed, fileType: 'arrow', notices: folder.notices, empty: 'the dataset has no rows: save it with its rows', events: () => arrowEvents(folder.files) },
+        source: {
+          ...typed,
+          fileType: 'arrow',
+          notices: folder.notices,
+          empty: 'the dataset has no rows: save it with its rows',
+          events: () => arrowEvents(folder.files),
+        },
       };
     }
   }
 }
 
 /** Streams every valid item to onItem in file order (awaiting it: backpressure); collects problems. */
-export async function scanDataset(
-  file: string,
-  onItem: (item: Item, where: Where) => void | Promise<void>,
-  opts: ReadOptions = {},
-): Promise<DatasetScan> {
+export async function scanDataset(file: string, onItem: (item: Item, where: Where) => void | Promise<void>, opts: ReadOptions = {}): Promise<DatasetScan> {
   const display = opts.displayName ?? file;
   const opened = openSource(file, display);
   if ('problem' in opened) return { fileType: opened.fileType, count: 0, problems: [{ file: display, message: opened.problem }], notices: [] };

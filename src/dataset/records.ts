@@ -60,12 +60,16 @@ const SCHEMAS: Record<ShapeFormat, ZodType & { shape: Record<string, unknown> }>
   'prompt-completion': PromptCompletionLineSchema,
   alpaca: AlpacaLineSchema,
 };
-const KNOWN: Record<ShapeFormat, string[]> = Object.fromEntries(Object.entries(SCHEMAS).map(([f, s]) => [f, Object.keys(s.shape)])) as Record<ShapeFormat, string[]>;
+const KNOWN: Record<ShapeFormat, string[]> = Object.fromEntries(Object.entries(SCHEMAS).map(([f, s]) => [f, Object.keys(s.shape)])) as Record<
+  ShapeFormat,
+  string[]
+>;
 /** The fields that tell the shapes apart, for suggestions when a record matches none. */
 const SIGNATURE = ['question', 'answer', 'messages', 'conversations', 'prompt', 'completion', 'instruction', 'output'];
 /** Fields that must hold text: an empty CSV cell there is "empty", elsewhere it is "not given". */
 const TEXT_REQUIRED = new Set(['question', 'answer', 'prompt', 'completion', 'instruction', 'output']);
-const SHAPES = 'use {"question","answer"}, {"messages":[...]}, {"conversations":[...]}, {"prompt","completion"} or {"instruction","input","output"}, or name the fields with `columns:` in the config';
+const SHAPES =
+  'use {"question","answer"}, {"messages":[...]}, {"conversations":[...]}, {"prompt","completion"} or {"instruction","input","output"}, or name the fields with `columns:` in the config';
 
 /** Which shape a record is in, from the keys it has (a record, not a file: files are checked for mixing). */
 export function detectFormat(obj: Record<string, unknown>): ShapeFormat | undefined {
@@ -259,7 +263,11 @@ export class RecordChecker {
           m = undefined;
         }
         if (!isPlainObject(m)) {
-          this.sink.add({ ...where, field: k, message: 'must be a JSON object such as {"source": "manual"}: write it so, or rename the column to keep it as text' });
+          this.sink.add({
+            ...where,
+            field: k,
+            message: 'must be a JSON object such as {"source": "manual"}: write it so, or rename the column to keep it as text',
+          });
           ok = false;
         } else obj[k] = m;
       } else obj[k] = s;
@@ -400,7 +408,7 @@ export class RecordChecker {
 }
 
 function stripUndefined<T extends object>(o: T): Record<string, string> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Record<string, string>;
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
 }
 
 /** A CSV cell of aliases: a JSON list (`["N","nitrogen"]`) or values separated by `|` (`N|nitrogen`). */
@@ -445,7 +453,8 @@ function normalise(format: ShapeFormat, v: any): Normalised | string {
     case 'sharegpt': {
       const turns = v.conversations as { from: string; value: string }[];
       const last = turns[turns.length - 1];
-      if (last.from !== 'gpt' && last.from !== 'assistant') return `the last turn is from "${last.from}": end with the "gpt" turn that holds the reference answer`;
+      if (last.from !== 'gpt' && last.from !== 'assistant')
+        return `the last turn is from "${last.from}": end with the "gpt" turn that holds the reference answer`;
       const human = [...turns.slice(0, -1)].reverse().find((t) => t.from === 'human' || t.from === 'user');
       if (!human) return 'no "human" turn before the "gpt" answer: add the question as a "human" turn';
       if (!human.value.trim()) return 'the human turn is empty: write the question';
@@ -454,4 +463,3 @@ function normalise(format: ShapeFormat, v: any): Normalised | string {
     }
   }
 }
-

@@ -39,7 +39,8 @@ export function retryAfterSeconds(headers: { get(name: string): string | null } 
 
 export function classifyError(err: unknown, endpoint: Pick<Endpoint, 'baseUrl' | 'name'>): ModelCallError {
   if (err instanceof ModelCallError) return err;
-  if (err instanceof APIConnectionTimeoutError) return new ModelCallError(`${endpoint.baseUrl} did not answer in time`, 'transient', undefined, undefined, true);
+  if (err instanceof APIConnectionTimeoutError)
+    return new ModelCallError(`${endpoint.baseUrl} did not answer in time`, 'transient', undefined, undefined, true);
   if (err instanceof APIConnectionError) return new ModelCallError(`cannot reach ${endpoint.baseUrl}: ${err.message}`, 'transient');
   if (err instanceof APIError && err.status !== undefined) {
     const s = err.status;
@@ -151,7 +152,10 @@ export class ModelClient {
   async unloadAdapter(name: string): Promise<void> {
     const r = await this.admin('unload_lora_adapter', { lora_name: name }, 'unload an adapter');
     if (r.ok || r.status === 404) return;
-    throw redactSecret(new ModelCallError(`unloading adapter ${name} failed (${r.status}): ${r.text}`, r.status >= 500 ? 'transient' : 'fatal', r.status), this.openai.apiKey);
+    throw redactSecret(
+      new ModelCallError(`unloading adapter ${name} failed (${r.status}): ${r.text}`, r.status >= 500 ? 'transient' : 'fatal', r.status),
+      this.openai.apiKey,
+    );
   }
 
   async listModels(signal?: AbortSignal): Promise<string[]> {

@@ -96,7 +96,10 @@ export function answerAndGrade(config: Config, c: { model: ModelClient; judge?: 
       status: 'graded',
       greedy,
       samples,
-      level: knowledgeLevel(greedy.correct, samples.map((s) => s.correct)),
+      level: knowledgeLevel(
+        greedy.correct,
+        samples.map((s) => s.correct),
+      ),
       ...(errors.length ? { error: `${errors.length} sampled answer(s) not graded: ${errors[0]}` } : {}),
     };
   };

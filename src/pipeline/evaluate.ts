@@ -23,7 +23,17 @@ export async function evaluatePass(env: StepEnv, { ctx, set, items, model }: Pas
   const store = await env.store(ctx.store);
   const config = await loadConfig(store, ctx);
   const step = `${set}-${model.label}`;
-  const fp = fingerprint(step, items.sha256, config.model.baseUrl, model.name, model.adapter?.sha256 ?? null, config.answer.maxTokens, config.answer.systemPrompt, config.grader, config.train.seed);
+  const fp = fingerprint(
+    step,
+    items.sha256,
+    config.model.baseUrl,
+    model.name,
+    model.adapter?.sha256 ?? null,
+    config.answer.maxTokens,
+    config.answer.systemPrompt,
+    config.grader,
+    config.train.seed,
+  );
   const dir = workDir(ctx.runId, step, fp);
   const result = await once(store, ctx, step, fp, { items, ...(model.adapter ? { adapter: model.adapter } : {}) }, async () => {
     const list = await store.jsonlAll<Item>(items);
@@ -44,7 +54,7 @@ export async function evaluatePass(env: StepEnv, { ctx, set, items, model }: Pas
       giveUp: env.giveUp,
       signal: env.signal,
       previous: env.previous as WorkProgress | undefined,
-      onProgress: env.progress,
+      onProgress: (p) => env.progress(p),
     });
     const ref = await store.putJsonl(grades);
     const graded = grades.filter((g) => g.status === 'graded');
@@ -80,9 +90,15 @@ export function paired(a: string, b: string, ga: ItemGrade[], gb: ItemGrade[]): 
 }
 
 /** Item by item, base vs current vs tuned on the held-out set, plus retention: the figures the gate and the report use. */
-export async function compareModels(env: StepEnv, { ctx, evalItems, passes }: { ctx: StepCtx; evalItems: ArtifactRef; passes: PassResult[] }): Promise<EvalResult> {
+export async function compareModels(
+  env: StepEnv,
+  { ctx, evalItems, passes }: { ctx: StepCtx; evalItems: ArtifactRef; passes: PassResult[] },
+): Promise<EvalResult> {
   const store = await env.store(ctx.store);
-  const fp = fingerprint('compare', passes.map((p) => [p.set, p.model.label, p.grades.sha256]));
+  const fp = fingerprint(
+    'compare',
+    passes.map((p) => [p.set, p.model.label, p.grades.sha256]),
+  );
   return once(store, ctx, 'compare', fp, Object.fromEntries(passes.map((p) => [`${p.set}-${p.model.label}`, p.grades])), async () => {
     const items = await store.jsonlAll<Item>(evalItems);
     const evalPasses = passes.filter((p) => p.set === 'eval');
@@ -95,7 +111,12 @@ export async function compareModels(env: StepEnv, { ctx, evalItems, passes }: { 
       const answers: EvalItemResult['answers'] = {};
       for (const [label, gs] of grades) {
         const g = gs[i];
-        answers[label as ModelUse['label']] = { answer: g.greedy?.answer ?? g.answer ?? '', correct: right(g), status: g.status, rationale: g.greedy?.rationale ?? g.error };
+        answers[label as ModelUse['label']] = {
+          answer: g.greedy?.answer ?? g.answer ?? '',
+          correct: right(g),
+          status: g.status,
+          rationale: g.greedy?.rationale ?? g.error,
+        };
       }
       const r = answers[refLabel];
       const t = answers.tuned;
@@ -115,7 +136,9 @@ export async function compareModels(env: StepEnv, { ctx, evalItems, passes }: { 
       items: items.length,
       base: byLabel('base')!.accuracy,
       ...(byLabel('current') ? { current: byLabel('current')!.accuracy } : {}),
-      ...(tuned ? { tuned: tuned.accuracy, tunedModel: tuned.model.name, vsReference: paired(refLabel, 'tuned', grades.get(refLabel)!, grades.get('tuned')!) } : {}),
+      ...(tuned
+        ? { tuned: tuned.accuracy, tunedModel: tuned.model.name, vsReference: paired(refLabel, 'tuned', grades.get(refLabel)!, grades.get('tuned')!) }
+        : {}),
       ...(retention ? { retention: retention.accuracy } : {}),
       passes,
       results: ref,

@@ -45,7 +45,7 @@ class Smallest<T> {
     const h = this.heap;
     if (h.length < this.k) {
       h.push({ key, value });
-      for (let i = h.length - 1; i > 0; ) {
+      for (let i = h.length - 1; i > 0;) {
         const p = (i - 1) >> 1;
         if (h[p].key >= h[i].key) break;
         [h[p], h[i]] = [h[i], h[p]];
@@ -53,7 +53,7 @@ class Smallest<T> {
       }
     } else if (key < h[0].key) {
       h[0] = { key, value };
-      for (let i = 0; ; ) {
+      for (let i = 0; ;) {
         const l = 2 * i + 1;
         const r = l + 1;
         let m = i;
@@ -102,7 +102,14 @@ export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: 
   const store = await env.store(ctx.store);
   const config = await loadConfig(store, ctx);
   const f = config.filter;
-  const fp = fingerprint('filter', grades.map((g) => g.sha256), f, config.answer.systemPrompt, config.promote.retentionSample, baseline ?? null);
+  const fp = fingerprint(
+    'filter',
+    grades.map((g) => g.sha256),
+    f,
+    config.answer.systemPrompt,
+    config.promote.retentionSample,
+    baseline ?? null,
+  );
   const inputs = Object.fromEntries(grades.map((g, i) => [`grades-${i}`, g]));
   return once(store, ctx, 'filter', fp, inputs, async () => {
     // A random baseline takes the `size` gradeable items with the smallest seeded draw.
@@ -137,7 +144,9 @@ export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: 
         await trainSet.row({ messages: [...questionMessages(config, item.question), { role: 'assistant', content: item.answer }] });
       }
       const answers = [grade.greedy?.answer ?? grade.answer, ...grade.samples.map((s) => s.answer)].filter((a): a is string => a !== undefined);
-      const sampleGrades = [grade.greedy, ...grade.samples].filter((s) => s !== undefined).map(({ correct, score, rationale }) => ({ correct, score, rationale }));
+      const sampleGrades = [grade.greedy, ...grade.samples]
+        .filter((s) => s !== undefined)
+        .map(({ correct, score, rationale }) => ({ correct, score, rationale }));
       await decisions.row({
         id: item.id,
         question: item.question,

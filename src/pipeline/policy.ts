@@ -64,10 +64,14 @@ export function checkPath(policy: WorkerPolicy, p: string, what: string): void {
 
 export function checkEndpoint(policy: WorkerPolicy, ep: Endpoint, field: string): void {
   if (!policy.endpoints.includes('*') && !policy.endpoints.some((p) => ep.baseUrl.startsWith(p))) {
-    throw new PolicyError(`${field}.baseUrl ${ep.baseUrl} is not an endpoint this worker may call: add its URL prefix to SLEARN_ALLOWED_ENDPOINTS on the worker`);
+    throw new PolicyError(
+      `${field}.baseUrl ${ep.baseUrl} is not an endpoint this worker may call: add its URL prefix to SLEARN_ALLOWED_ENDPOINTS on the worker`,
+    );
   }
   if (ep.apiKeyEnv && (PROTECTED_ENV.test(ep.apiKeyEnv) || !policy.keyEnvs.includes(ep.apiKeyEnv))) {
-    throw new PolicyError(`${field}.apiKeyEnv ${ep.apiKeyEnv} is not a variable this worker sends as a key: use SLEARN_API_KEY, or list it in SLEARN_ALLOWED_KEY_ENVS on the worker`);
+    throw new PolicyError(
+      `${field}.apiKeyEnv ${ep.apiKeyEnv} is not a variable this worker sends as a key: use SLEARN_API_KEY, or list it in SLEARN_ALLOWED_KEY_ENVS on the worker`,
+    );
   }
 }
 

@@ -99,7 +99,8 @@ export async function prepare(env: StepEnv, input: RunInput & { runId: string })
       const want = Math.max(config.split.minEval, Math.ceil(draws.length * config.split.evalFraction));
       const sorted = [...draws].sort((a, b) => a - b);
       threshold = want >= sorted.length ? Infinity : sorted[Math.max(0, Math.min(sorted.length, want) - 1)];
-      if (want >= sorted.length) throw new InvalidInput(`the dataset has ${sorted.length} items: too few to hold out ${want} for evaluation; add an \`eval\` file or more items`);
+      if (want >= sorted.length)
+        throw new InvalidInput(`the dataset has ${sorted.length} items: too few to hold out ${want} for evaluation; add an \`eval\` file or more items`);
     }
     // Shards come in multiples of the lanes that run them, of equal size, so every lane finishes at
     // about the same time instead of the last shards running alone at a fraction of the concurrency.
@@ -124,7 +125,8 @@ export async function prepare(env: StepEnv, input: RunInput & { runId: string })
       }
     }
     if (shard.length) shards.push(await store.putJsonl(shard));
-    if (shards.length > MAX_SHARDS) throw new InvalidInput(`${train} items in shards of ${config.shardSize} make ${shards.length} shards (at most ${MAX_SHARDS}): raise shardSize`);
+    if (shards.length > MAX_SHARDS)
+      throw new InvalidInput(`${train} items in shards of ${config.shardSize} make ${shards.length} shards (at most ${MAX_SHARDS}): raise shardSize`);
     const evalItems = evalScan ? evalScan.ref : await store.putJsonl(held);
     const shardIndex = await store.putJsonl(shards);
     const prepared: Omit<Prepared, 'ctx'> = {

@@ -27,7 +27,11 @@ export async function resolveCurrent(env: StepEnv, { ctx, dataSha }: { ctx: Step
     const same = last && last.dataSha === dataSha && last.currentVersion === (v?.version ?? null);
     const result: CurrentModel = {
       current,
-      ...(same ? { nothingNew: `nothing new since run ${last.runId}: same data (${dataSha.slice(0, 12)}) and the same current model (${v ? `version ${v.version}` : 'the base'})` } : {}),
+      ...(same
+        ? {
+            nothingNew: `nothing new since run ${last.runId}: same data (${dataSha.slice(0, 12)}) and the same current model (${v ? `version ${v.version}` : 'the base'})`,
+          }
+        : {}),
     };
     return { outputs: {}, result };
   });
@@ -123,7 +127,13 @@ export async function promote(env: StepEnv, input: PromoteInput): Promise<Promot
         tunedAccuracy: evaluation.tuned.accuracy,
         ...(evaluation.retention ? { retention: evaluation.retention.accuracy } : {}),
       });
-      decision = { promoted: g.pass, reason: g.reason, version: version.version, gain: g.gain, ...(g.forgetting !== undefined ? { forgetting: g.forgetting } : {}) };
+      decision = {
+        promoted: g.pass,
+        reason: g.reason,
+        version: version.version,
+        gain: g.gain,
+        ...(g.forgetting !== undefined ? { forgetting: g.forgetting } : {}),
+      };
     }
     return { outputs: {}, result: decision };
   });

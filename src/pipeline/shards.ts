@@ -42,7 +42,16 @@ export async function answerGradeShard(env: StepEnv, { ctx, prepared, shard, mod
   const config = await loadConfig(store, ctx);
   const items = await shardRef(store, prepared, shard);
   const step = `answer-grade-${pad(shard)}`;
-  const fp = fingerprint('answer-grade', items.sha256, config.model.baseUrl, model.name, model.adapter?.sha256 ?? null, config.answer, config.grader, config.train.seed);
+  const fp = fingerprint(
+    'answer-grade',
+    items.sha256,
+    config.model.baseUrl,
+    model.name,
+    model.adapter?.sha256 ?? null,
+    config.answer,
+    config.grader,
+    config.train.seed,
+  );
   const dir = workDir(ctx.runId, step, fp);
   const result = await once(store, ctx, step, fp, { items }, async () => {
     const list = await store.jsonlAll<Item>(items);
@@ -62,7 +71,7 @@ export async function answerGradeShard(env: StepEnv, { ctx, prepared, shard, mod
       giveUp: env.giveUp,
       signal: env.signal,
       previous: env.previous as WorkProgress | undefined,
-      onProgress: env.progress,
+      onProgress: (p) => env.progress(p),
     });
     const ref = await store.putJsonl(grades);
     const levels = emptyLevels();

@@ -104,7 +104,9 @@ export async function train(env: StepEnv, { ctx, trainSet, initAdapter }: TrainI
   const base = config.train.base ?? config.model.name;
   if (!trainSet.count) return { skipped: true, base, steps: 0, resumedFromStep: 0, trainSeconds: 0 };
   const fp = fingerprint('train', trainSet.sha256, base, config.train, initAdapter?.sha256 ?? null);
-  return once(store, ctx, 'train', fp, { trainSet, ...(initAdapter ? { initAdapter } : {}) }, () => trainOnce(env, store, ctx, config, fp, trainSet, initAdapter));
+  return once(store, ctx, 'train', fp, { trainSet, ...(initAdapter ? { initAdapter } : {}) }, () =>
+    trainOnce(env, store, ctx, config, fp, trainSet, initAdapter),
+  );
 }
 
 async function trainOnce(env: StepEnv, store: Store, ctx: StepCtx, config: Config, fp: string, trainSet: ArtifactRef, initAdapter?: ArtifactRef) {
@@ -145,7 +147,7 @@ async function trainOnce(env: StepEnv, store: Store, ctx: StepCtx, config: Confi
     let error: Extract<TrainerEvent, { event: 'error' }> | undefined;
     let firstStep: { step: number; t: number } | undefined;
     let uploads: Promise<void> = Promise.resolve();
-    let uploadError: unknown;
+    let uploadError: Error | undefined;
 
     const upload = (step: number, src: string) => {
       const staged = join(out, '.uploads', `checkpoint-${step}`);
@@ -158,11 +160,17 @@ async function trainOnce(env: StepEnv, store: Store, ctx: StepCtx, config: Confi
           const lossRef = await store.putJsonl(lossesNow);
           // Only the lease holder publishes checkpoints: a superseded attempt never overwrites a newer one's.
           await lease.assertHeld();
-          await store.writeDoc(`${prefix}/checkpoints/${pad(step)}.json`, { step, manifest, losses: lossRef, host: hostname(), at: new Date().toISOString() } satisfies CheckpointDoc);
+          await store.writeDoc(`${prefix}/checkpoints/${pad(step)}.json`, {
+            step,
+            manifest,
+            losses: lossRef,
+            host: hostname(),
+            at: new Date().toISOString(),
+          } satisfies CheckpointDoc);
           details.uploadedStep = step;
           env.progress({ ...details });
         } catch (e) {
-          uploadError ??= e;
+          uploadError ??= e as Error;
         } finally {
           await rm(staged, { recursive: true, force: true });
         }
@@ -214,7 +222,7 @@ async function trainOnce(env: StepEnv, store: Store, ctx: StepCtx, config: Confi
     // Renew the lease well inside its lifetime; a trainer whose lease cannot be renewed is stopped
     // before the lease expires, so a takeover on another host never overlaps it.
     let lastRenewed = Date.now();
-    let lost: unknown;
+    let lost: Error | undefined;
     const renew = async () => {
       try {
         await lease.renew(trainer);

@@ -52,18 +52,23 @@ export interface TrainerRun {
  * Its stdin is a pipe the trainer watches: when this worker dies, the pipe closes and the trainer
  * stops by itself instead of training on as an orphan.
  */
-export function startTrainer(command: string[], args: string[], onEvent: (e: TrainerEvent) => void, opts: { logFile?: string; env: NodeJS.ProcessEnv }): TrainerRun {
+export function startTrainer(
+  command: string[],
+  args: string[],
+  onEvent: (e: TrainerEvent) => void,
+  opts: { logFile?: string; env: NodeJS.ProcessEnv },
+): TrainerRun {
   const child = spawn(command[0], [...command.slice(1), ...args], { detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: opts.env });
-  child.stdin!.on('error', () => undefined); // the trainer exiting first closes it
+  child.stdin.on('error', () => undefined); // the trainer exiting first closes it
   const stderrTail: string[] = [];
   const log = opts.logFile ? createWriteStream(opts.logFile, { flags: 'a' }) : undefined;
-  createInterface({ input: child.stderr! }).on('line', (line) => {
+  createInterface({ input: child.stderr }).on('line', (line) => {
     stderrTail.push(line);
     if (stderrTail.length > 40) stderrTail.shift();
     log?.write(line + '\n');
   });
   const stdoutDone = new Promise<void>((resolve) => {
-    createInterface({ input: child.stdout! })
+    createInterface({ input: child.stdout })
       .on('line', (line) => {
         if (!line.trim()) return;
         let parsed;

@@ -85,7 +85,7 @@ export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> 
   const limiter = new AdaptiveConcurrency(Math.max(1, Math.min(opts.concurrency, window)));
   const tag = randomBytes(5).toString('hex');
 
-  const done = await readParts<O>(store, dir, id as (o: O) => string);
+  const done = await readParts<O>(store, dir, id);
   const resumed = items.filter((i) => done.has(id(i))).length;
   if (opts.previous && opts.previous.phase === opts.phase && opts.previous.flushed > resumed) {
     throw new StoreNotShared(
@@ -103,7 +103,7 @@ export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> 
   let failed = 0;
   let retries = 0;
   let seq = 0;
-  let fatal: unknown;
+  let fatal: Error | undefined;
   let transient: ModelCallError | undefined;
   let wake: () => void = () => undefined;
   let changed = new Promise<void>((r) => (wake = r));
@@ -124,8 +124,8 @@ export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> 
     startedAt,
   });
 
-  const flush = () => {
-    if (flushing || !unflushed.length) return;
+  const flush = (): Promise<void> | undefined => {
+    if (flushing || !unflushed.length) return flushing;
     const batch = unflushed;
     unflushed = [];
     flushingCount = batch.length;
@@ -136,7 +136,7 @@ export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> 
       await store.backend.put(`${dir}/part-${tag}-${String(seq++).padStart(6, '0')}.jsonl`, body, { ifAbsent: true, durable: false });
       for (const o of batch) if (!done.has(id(o))) done.set(id(o), o);
     })()
-      .catch((e) => {
+      .catch((e: Error) => {
         fatal ??= e;
       })
       .finally(() => {
@@ -146,6 +146,7 @@ export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> 
         opts.onProgress?.(progress());
         poke();
       });
+    return flushing;
   };
 
   const start = (item: I, tries: number) => {
@@ -191,7 +192,7 @@ export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> 
       const now = Date.now();
       const risk = inflight + unflushed.length + flushingCount;
       const drained = next >= todo.length && !retryQueue.length && inflight === 0;
-      if (unflushed.length && (unflushed.length * 2 >= window || drained || now - lastFlush >= flushMs)) flush();
+      if (unflushed.length && (unflushed.length * 2 >= window || drained || now - lastFlush >= flushMs)) void flush(); // its failure lands in `fatal`
       if (drained && !flushing && !unflushed.length) break;
       const due = retryQueue.findIndex((r) => r.notBefore <= now);
       const canStart = risk < window && inflight < limiter.limit && limiter.waitMs() === 0;
@@ -212,10 +213,7 @@ export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> 
     // Whatever happened, what finished is written before the attempt ends (a cancelled or
     // superseded attempt only lets a write already under way finish: it starts none).
     while (inflight > 0 || flushing) await changed;
-    if (!signal.aborted) {
-      flush();
-      await flushing;
-    }
+    if (!signal.aborted) await flush();
   } finally {
     opts.onProgress?.(progress());
   }

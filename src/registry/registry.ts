@@ -64,7 +64,15 @@ export class Registry {
     for (;;) {
       const log = await this.aliasLog();
       const last = log.at(-1);
-      const ev: AliasEvent = { seq: (last?.seq ?? 0) + 1, version, previous: last?.version ?? null, at: new Date().toISOString(), by, reason, ...(runId ? { runId } : {}) };
+      const ev: AliasEvent = {
+        seq: (last?.seq ?? 0) + 1,
+        version,
+        previous: last?.version ?? null,
+        at: new Date().toISOString(),
+        by,
+        reason,
+        ...(runId ? { runId } : {}),
+      };
       if (await this.store.writeDoc(`${this.prefix}/aliases/current/${pad(ev.seq)}.json`, ev, { ifAbsent: true })) return ev;
     }
   }

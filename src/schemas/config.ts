@@ -22,7 +22,9 @@ const envName = z
 
 /** An OpenAI-compatible endpoint. The key is never in the config, only the NAME of the variable holding it. */
 export const EndpointSchema = z.strictObject({
-  baseUrl: z.url({ message: 'must be a URL such as http://127.0.0.1:8000/v1' }).meta({ description: 'OpenAI-compatible API root (ends in /v1 for most servers)' }),
+  baseUrl: z
+    .url({ message: 'must be a URL such as http://127.0.0.1:8000/v1' })
+    .meta({ description: 'OpenAI-compatible API root (ends in /v1 for most servers)' }),
   name: z.string().min(1, 'give the model name the endpoint serves').meta({ description: 'model name as the endpoint lists it in /v1/models' }),
   apiKeyEnv: envName.optional(),
   timeoutSeconds: z.number().positive().max(3600).default(60).meta({ description: 'per request; slow requests keep their activity alive through heartbeats' }),
@@ -38,9 +40,18 @@ export const AnswerSchema = z.strictObject({
     .meta({ description: 'sampled answers per question at `temperature`, besides the greedy answer; more than 1 needs temperature > 0 (knowledge levels)' }),
   temperature: z.number().min(0).max(2).default(0).meta({ description: 'temperature of the sampled answers (the greedy answer is always at 0)' }),
   maxTokens: z.number().int().min(1).max(SERVER_LIMITS.maxTokens).default(64).meta({ description: 'tokens per answer' }),
-  concurrency: z.number().int().min(1).max(256).default(4).meta({ description: 'requests in flight per shard; lowered by itself when the endpoint is overloaded (429, timeouts)' }),
+  concurrency: z
+    .number()
+    .int()
+    .min(1)
+    .max(256)
+    .default(4)
+    .meta({ description: 'requests in flight per shard; lowered by itself when the endpoint is overloaded (429, timeouts)' }),
   chunkSize: z.number().int().min(1).max(1000).default(16).meta({ description: 'answers at risk per shard: a crash re-asks at most this many' }),
-  systemPrompt: z.string().default('Answer the question with a short phrase only.').meta({ description: 'asked with every question and taught with every answer' }),
+  systemPrompt: z
+    .string()
+    .default('Answer the question with a short phrase only.')
+    .meta({ description: 'asked with every question and taught with every answer' }),
 });
 
 export const GraderSchema = z.discriminatedUnion('type', [
@@ -52,7 +63,13 @@ export const GraderSchema = z.discriminatedUnion('type', [
     type: z.literal('judge'),
     threshold: z.number().min(0).max(1).default(0.5).meta({ description: 'score at or above which a verdict counts as correct' }),
     model: EndpointSchema.optional().meta({ description: 'the judge; by default the model under adaptation, as in the paper' }),
-    attempts: z.number().int().min(1).max(10).default(3).meta({ description: 're-asks when the verdict does not fit the schema, before the item is ungradeable' }),
+    attempts: z
+      .number()
+      .int()
+      .min(1)
+      .max(10)
+      .default(3)
+      .meta({ description: 're-asks when the verdict does not fit the schema, before the item is ungradeable' }),
   }),
 ]);
 
@@ -94,36 +111,46 @@ export const TrainSchema = z.strictObject({
   maxSeqLen: z.number().int().min(8).max(131072).default(512).meta({ description: 'tokens per example (prompt and answer)' }),
   maxSteps: z.number().int().min(0).default(0).meta({ description: 'stop after this many steps (0: all epochs)' }),
   quantization: QuantizationSchema.default('none').meta({ description: '4bit: QLoRA (bitsandbytes on a CUDA host) for large bases on one GPU' }),
-  reportTo: ReportToSchema.default('none').meta({ description: "TRL's report_to: tensorboard, mlflow or wandb (the package must be installed on the training host)" }),
+  reportTo: ReportToSchema.default('none').meta({
+    description: "TRL's report_to: tensorboard, mlflow or wandb (the package must be installed on the training host)",
+  }),
   packing: z.boolean().default(false).meta({ description: 'pack short examples into full sequences' }),
 });
 
 export const PromoteSchema = z.strictObject({
-  minGain: z.number().min(-1).max(1).default(0).meta({ description: 'the tuned model must beat the current one on the held-out set by more than this (accuracy, 0..1)' }),
+  minGain: z
+    .number()
+    .min(-1)
+    .max(1)
+    .default(0)
+    .meta({ description: 'the tuned model must beat the current one on the held-out set by more than this (accuracy, 0..1)' }),
   maxForgetting: z.number().min(0).max(1).default(0.1).meta({ description: 'at most this share of the retention set (items the model knew) may be lost' }),
   retentionSample: z.number().int().min(0).max(100_000).default(100).meta({ description: 'known items asked again after tuning (0: no retention check)' }),
   enabled: z.boolean().default(true).meta({ description: 'false: record the version, never make it current' }),
 });
 
-export const ConfigSchema = z.strictObject({
-  name: z
-    .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'letters, digits, ".", "_" and "-" only (it names runs and registry entries)')
-    .meta({ description: 'names the runs and the registry entry of this adaptation' }),
-  dataset: z.string().min(1).meta({ description: 'the domain QA set: JSON Lines, JSON, CSV/TSV, Parquet or a save_to_disk folder' }),
-  eval: z.string().min(1).optional().meta({ description: 'held-out evaluation set; without it a seeded split of the dataset is held out' }),
-  columns: ColumnsSchema.optional(),
-  split: SplitSchema.prefault({}).meta({ description: 'the held-out split, when there is no eval file' }),
-  model: EndpointSchema.meta({ description: 'the model under adaptation: any OpenAI-compatible endpoint' }),
-  answer: AnswerSchema.prefault({}).meta({ description: 'how the model is asked' }),
-  grader: GraderSchema.default({ type: 'match', f1Threshold: 0.8 }).meta({ description: 'match: normalised exact/alias/containment and token F1; judge: an LLM with a rubric' }),
-  filter: FilterSchema.prefault({}).meta({ description: 'what is trained on' }),
-  train: TrainSchema.prefault({}).meta({ description: 'LoRA fine-tuning (the trainer contract)' }),
-  promote: PromoteSchema.prefault({}).meta({ description: 'the promotion gate into the registry' }),
-  shardSize: z.number().int().min(1).max(100_000).default(1000).meta({ description: 'items per answer-and-grade activity' }),
-  shardConcurrency: z.number().int().min(1).max(500).default(4).meta({ description: 'shards in flight at once' }),
-  artifacts: z.string().min(1).optional().meta({ description: 'artifact store: a directory, or s3://bucket/prefix (default .slearn/artifacts)' }),
-})
+export const ConfigSchema = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'letters, digits, ".", "_" and "-" only (it names runs and registry entries)')
+      .meta({ description: 'names the runs and the registry entry of this adaptation' }),
+    dataset: z.string().min(1).meta({ description: 'the domain QA set: JSON Lines, JSON, CSV/TSV, Parquet or a save_to_disk folder' }),
+    eval: z.string().min(1).optional().meta({ description: 'held-out evaluation set; without it a seeded split of the dataset is held out' }),
+    columns: ColumnsSchema.optional(),
+    split: SplitSchema.prefault({}).meta({ description: 'the held-out split, when there is no eval file' }),
+    model: EndpointSchema.meta({ description: 'the model under adaptation: any OpenAI-compatible endpoint' }),
+    answer: AnswerSchema.prefault({}).meta({ description: 'how the model is asked' }),
+    grader: GraderSchema.default({ type: 'match', f1Threshold: 0.8 }).meta({
+      description: 'match: normalised exact/alias/containment and token F1; judge: an LLM with a rubric',
+    }),
+    filter: FilterSchema.prefault({}).meta({ description: 'what is trained on' }),
+    train: TrainSchema.prefault({}).meta({ description: 'LoRA fine-tuning (the trainer contract)' }),
+    promote: PromoteSchema.prefault({}).meta({ description: 'the promotion gate into the registry' }),
+    shardSize: z.number().int().min(1).max(100_000).default(1000).meta({ description: 'items per answer-and-grade activity' }),
+    shardConcurrency: z.number().int().min(1).max(500).default(4).meta({ description: 'shards in flight at once' }),
+    artifacts: z.string().min(1).optional().meta({ description: 'artifact store: a directory, or s3://bucket/prefix (default .slearn/artifacts)' }),
+  })
   .refine((c) => c.answer.samples === 1 || c.answer.temperature > 0, {
     path: ['answer', 'samples'],
     message: 'more than 1 sample needs answer.temperature above 0 (greedy answers are all the same): set a temperature or samples: 1',

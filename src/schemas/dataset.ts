@@ -10,7 +10,11 @@ export const ItemSchema = z.strictObject({
 });
 export type Item = z.infer<typeof ItemSchema>;
 
-const nonEmpty = (what: string) => z.string({ message: `${what} must be a string` }).trim().min(1, `${what} is empty`);
+const nonEmpty = (what: string) =>
+  z
+    .string({ message: `${what} must be a string` })
+    .trim()
+    .min(1, `${what} is empty`);
 const id = z.union([z.string().trim().min(1, 'id is empty'), z.number().int()]).optional();
 const aliases = z.array(nonEmpty('alias')).optional();
 const meta = z.record(z.string(), z.unknown()).optional();
@@ -39,7 +43,14 @@ export const ShareGptLineSchema = z.strictObject({
 
 export const PromptCompletionLineSchema = z.strictObject({ id, prompt: nonEmpty('prompt'), completion: nonEmpty('completion'), aliases, meta });
 
-export const AlpacaLineSchema = z.strictObject({ id, instruction: nonEmpty('instruction'), input: z.string().optional(), output: nonEmpty('output'), aliases, meta });
+export const AlpacaLineSchema = z.strictObject({
+  id,
+  instruction: nonEmpty('instruction'),
+  input: z.string().optional(),
+  output: nonEmpty('output'),
+  aliases,
+  meta,
+});
 
 /** `columns` is not a record shape: it means the file's fields were named by a `columns:` mapping. */
 export type DatasetFormat = 'qa' | 'chat' | 'sharegpt' | 'prompt-completion' | 'alpaca' | 'columns';

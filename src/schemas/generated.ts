@@ -9,10 +9,28 @@ const ROOT = join(__dirname, '..', '..');
 /** The config's JSON Schema, for editors (`# yaml-language-server: $schema=...`) and `slearn schema`. */
 export function configJsonSchema(): Record<string, unknown> {
   const schema = z.toJSONSchema(ConfigSchema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
-  return { ...schema, $id: 'https://slearn.dev/schema/slearn.schema.json', title: 'slearn config', description: 'A self-learning run: dataset, model endpoint, grading, filtering, training and promotion.' };
+  return {
+    ...schema,
+    $id: 'https://slearn.dev/schema/slearn.schema.json',
+    title: 'slearn config',
+    description: 'A self-learning run: dataset, model endpoint, grading, filtering, training and promotion.',
+  };
 }
 
-type JsonSchema = { type?: string | string[]; properties?: Record<string, JsonSchema>; oneOf?: JsonSchema[]; anyOf?: JsonSchema[]; enum?: unknown[]; const?: unknown; default?: unknown; description?: string; items?: JsonSchema; minimum?: number; maximum?: number; required?: string[] };
+type JsonSchema = {
+  type?: string | string[];
+  properties?: Record<string, JsonSchema>;
+  oneOf?: JsonSchema[];
+  anyOf?: JsonSchema[];
+  enum?: unknown[];
+  const?: unknown;
+  default?: unknown;
+  description?: string;
+  items?: JsonSchema;
+  minimum?: number;
+  maximum?: number;
+  required?: string[];
+};
 
 function typeOf(s: JsonSchema): string {
   if (s.enum) return s.enum.map((v) => JSON.stringify(v)).join(' \\| ');
@@ -34,7 +52,9 @@ export function configReference(): string {
       const isObject = s.properties && s.type === 'object';
       const def = isObject || variants ? undefined : s.default;
       const req = required.includes(key) && s.default === undefined ? ' (required)' : '';
-      rows.push(`| \`${p}\` | ${variants ? 'one of the shapes below' : isObject ? 'mapping' : typeOf(s)}${req} | ${cell(def)} | ${(s.description ?? '').replace(/\|/g, '\\|')} |`);
+      rows.push(
+        `| \`${p}\` | ${variants ? 'one of the shapes below' : isObject ? 'mapping' : typeOf(s)}${req} | ${cell(def)} | ${(s.description ?? '').replace(/\|/g, '\\|')} |`,
+      );
       if (isObject) walk(s, p, s.required ?? []);
       for (const v of variants ?? []) {
         const tag = Object.entries(v.properties ?? {}).find(([, x]) => x.const !== undefined);

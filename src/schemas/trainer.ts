@@ -66,7 +66,10 @@ export const ACTIVITY_OWNED_ARGS = ['base', 'data', 'out', 'initAdapter'] as con
 
 export const ServeArgsSchema = z.strictObject({
   base: z.string().min(1).meta(flag('--base', 'the model to serve (same forms as train --base)')),
-  adapter: z.array(z.string().regex(/^[^=]+=.+$/)).default([]).meta(flag('--adapter', 'NAME=PATH, repeatable: adapters loaded at start')),
+  adapter: z
+    .array(z.string().regex(/^[^=]+=.+$/))
+    .default([])
+    .meta(flag('--adapter', 'NAME=PATH, repeatable: adapters loaded at start')),
   host: z.string().default('127.0.0.1').meta(flag('--host', 'address to listen on')),
   port: z.number().int().min(0).max(65535).default(8000).meta(flag('--port', '0 picks a free port')),
   servedName: z.string().min(1).default('smollm2-135m-instruct').meta(flag('--served-name', 'model name in /v1/models')),
@@ -74,7 +77,11 @@ export const ServeArgsSchema = z.strictObject({
   precision: PrecisionSchema.default('auto').meta(flag('--precision', 'auto: bf16 where the GPU supports it, fp16 on other GPUs, fp32 on CPU')),
   maxBatch: z.number().int().min(1).default(8).meta(flag('--max-batch', 'requests per batched generate')),
   batchWindowMs: z.number().min(0).default(5).meta(flag('--batch-window-ms', 'how long to gather a batch')),
-  apiKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional().meta(flag('--api-key-env', 'NAME of a variable holding the bearer token clients must send')),
+  apiKeyEnv: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+    .optional()
+    .meta(flag('--api-key-env', 'NAME of a variable holding the bearer token clients must send')),
   adapterRoot: z.string().min(1).optional().meta(flag('--adapter-root', 'adapters may be loaded only from below this directory')),
   maxAdapters: z.number().int().min(1).default(SERVER_LIMITS.maxAdapters).meta(flag('--max-adapters', 'adapters loaded at once')),
   maxQueue: z.number().int().min(1).default(SERVER_LIMITS.maxQueue).meta(flag('--max-queue', 'waiting requests before 429 + Retry-After')),

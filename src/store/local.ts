@@ -12,7 +12,10 @@ export class LocalBackend implements StoreBackend {
   readonly root: string;
   readonly url: string;
 
-  constructor(root: string, private readonly write: WriteChunk = defaultWrite) {
+  constructor(
+    root: string,
+    private readonly write: WriteChunk = defaultWrite,
+  ) {
     this.root = resolve(root);
     this.url = pathToFileURL(this.root).href;
   }
@@ -126,7 +129,7 @@ export class LocalBackend implements StoreBackend {
       await this.put(key, Buffer.from('ok'));
       await this.delete(key);
     } catch (e) {
-      throw new Error(`artifact store ${this.root} is not writable (${(e as Error).message}): check the path and its permissions`);
+      throw new Error(`artifact store ${this.root} is not writable (${(e as Error).message}): check the path and its permissions`, { cause: e });
     }
   }
 }

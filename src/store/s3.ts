@@ -89,7 +89,15 @@ export class S3Backend implements StoreBackend {
 
   async put(key: string, body: Buffer, opts: { ifAbsent?: boolean; durable?: boolean } = {}): Promise<boolean> {
     try {
-      await this.client.send(new PutObjectCommand({ Bucket: this.loc.bucket, Key: this.key(key), Body: body, ContentLength: body.length, ...(opts.ifAbsent ? { IfNoneMatch: '*' } : {}) }));
+      await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.loc.bucket,
+          Key: this.key(key),
+          Body: body,
+          ContentLength: body.length,
+          ...(opts.ifAbsent ? { IfNoneMatch: '*' } : {}),
+        }),
+      );
       return true;
     } catch (e) {
       // 412: the key exists; 409: a concurrent conditional write to it is in progress (S3 asks to retry; here it lost).
@@ -142,7 +150,7 @@ export class S3Backend implements StoreBackend {
       await this.delete(key);
     } catch (e) {
       const what = status(e) === 403 ? 'access denied (check AWS_ACCESS_KEY_ID / AWS_PROFILE)' : status(e) === 404 ? 'no such bucket' : (e as Error).message;
-      throw new Error(`artifact store ${this.url} cannot be written: ${what}`);
+      throw new Error(`artifact store ${this.url} cannot be written: ${what}`, { cause: e });
     }
   }
 }

@@ -8,7 +8,10 @@ import type { Store } from './store';
  */
 export function runKey(runId: string): string {
   if (/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(runId)) return runId;
-  const readable = runId.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^[^A-Za-z0-9]+/, '').slice(0, 100);
+  const readable = runId
+    .replace(/[^A-Za-z0-9._-]+/g, '_')
+    .replace(/^[^A-Za-z0-9]+/, '')
+    .slice(0, 100);
   return `${readable || 'run'}-${createHash('sha256').update(runId).digest('hex').slice(0, 8)}`;
 }
 

@@ -38,7 +38,11 @@ function verifier(ref: ArtifactRef): Transform {
     flush(cb) {
       const sha = hash.digest('hex');
       if (bytes !== ref.bytes || sha !== ref.sha256) {
-        return cb(new CorruptArtifactError(`${ref.uri}: stored object is damaged (${bytes} bytes, sha256 ${sha.slice(0, 12)}; its reference says ${ref.bytes} bytes, ${ref.sha256.slice(0, 12)})`));
+        return cb(
+          new CorruptArtifactError(
+            `${ref.uri}: stored object is damaged (${bytes} bytes, sha256 ${sha.slice(0, 12)}; its reference says ${ref.bytes} bytes, ${ref.sha256.slice(0, 12)})`,
+          ),
+        );
       }
       cb();
     },

@@ -27,7 +27,8 @@ export function temporalTarget(env: NodeJS.ProcessEnv = process.env): TemporalTa
     connection = cfg.connectionOptions;
     namespace = cfg.namespace;
   } catch (e) {
-    if (env.TEMPORAL_PROFILE || env.TEMPORAL_CONFIG_FILE) throw new Error(`cannot read the Temporal client configuration: ${(e as Error).message}`);
+    if (env.TEMPORAL_PROFILE || env.TEMPORAL_CONFIG_FILE)
+      throw new Error(`cannot read the Temporal client configuration: ${(e as Error).message}`, { cause: e });
   }
   let address = connection.address;
   if (!address && existsSync(SERVER_STATE_FILE)) {

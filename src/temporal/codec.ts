@@ -110,7 +110,9 @@ export class EncryptionCodec implements PayloadCodec {
         // With a key set, a plaintext payload is someone else's input (a client without the key):
         // refused, unless an operator migrating older runs allows it on purpose.
         if (this.allowPlaintext) return payload;
-        throw new Error(`refused a plaintext payload: ${KEY_ENV} is set, so every payload must be encrypted (set ${ALLOW_PLAINTEXT_ENV}=1 to read older unencrypted runs)`);
+        throw new Error(
+          `refused a plaintext payload: ${KEY_ENV} is set, so every payload must be encrypted (set ${ALLOW_PLAINTEXT_ENV}=1 to read older unencrypted runs)`,
+        );
       }
       const id = text(payload.metadata?.[METADATA_KEY_ID]);
       const key = id ? this.keys.get(id) : undefined;
@@ -132,7 +134,7 @@ export class EncryptionCodec implements PayloadCodec {
       } catch {
         throw new Error(`encrypted payload failed authentication (key id ${id}): it was tampered with, or the key under that id is wrong`);
       }
-      return PayloadProto.decode(plain) as Payload;
+      return PayloadProto.decode(plain);
     });
   }
 }

@@ -79,7 +79,9 @@ export async function selfLearning(input: RunInput, carried?: RunState): Promise
   /** A new stage: shown in the web UI (current details) and in `slearn list` (memo), at a few events per run. */
   const enter = (stage: Stage, details: Record<string, unknown> = {}) => {
     progress.stage = stage;
-    setCurrentDetails(`**${stage}** · ${progress.counts.graded}/${progress.counts.items} graded · known ${progress.counts.known} · unknown ${progress.counts.unknown}`);
+    setCurrentDetails(
+      `**${stage}** · ${progress.counts.graded}/${progress.counts.items} graded · known ${progress.counts.known} · unknown ${progress.counts.unknown}`,
+    );
     upsertMemo({ stage, known: progress.counts.known, unknown: progress.counts.unknown, ...details });
   };
   /** At every stage boundary: continue as new before the history grows large, carrying only references. */
@@ -107,7 +109,16 @@ export async function selfLearning(input: RunInput, carried?: RunState): Promise
       enter('done', { outcome: 'nothing-new' });
       const promotion = await act.promote({ ctx, prepared, current: resolved.current, nothingNew: resolved.nothingNew });
       const written = await act.report({ ctx, counts: progress.counts, current: resolved.current, notices: prepared.notices, reason: resolved.nothingNew });
-      return { runId, store: ctx.store, status: 'nothing-new', counts: progress.counts, promotion, report: written, continuedAsNew: progress.continuedAsNew, reason: resolved.nothingNew };
+      return {
+        runId,
+        store: ctx.store,
+        status: 'nothing-new',
+        counts: progress.counts,
+        promotion,
+        report: written,
+        continuedAsNew: progress.continuedAsNew,
+        reason: resolved.nothingNew,
+      };
     }
   }
   const current = state.current;
@@ -184,9 +195,27 @@ export async function selfLearning(input: RunInput, carried?: RunState): Promise
 
   // 7. promote through the gate, and report.
   enter('promote', { accuracy: evaluation.tuned?.accuracy ?? evaluation.base.accuracy });
-  const promotion = await act.promote({ ctx, prepared, current: current ?? null, filter: filtered, train: trained, evaluation, ...(input.baseline ? { baseline: input.baseline } : {}) });
+  const promotion = await act.promote({
+    ctx,
+    prepared,
+    current: current ?? null,
+    filter: filtered,
+    train: trained,
+    evaluation,
+    ...(input.baseline ? { baseline: input.baseline } : {}),
+  });
   enter('report', { promoted: promotion.promoted });
-  const written = await act.report({ ctx, counts: progress.counts, levels: progress.levels, current: current ?? null, filter: filtered, train: trained, evaluation, promotion, notices: prepared.notices });
+  const written = await act.report({
+    ctx,
+    counts: progress.counts,
+    levels: progress.levels,
+    current: current ?? null,
+    filter: filtered,
+    train: trained,
+    evaluation,
+    promotion,
+    notices: prepared.notices,
+  });
   enter('done', { accuracy: evaluation.tuned?.accuracy ?? evaluation.base.accuracy, promoted: promotion.promoted });
   return {
     runId,
@@ -202,4 +231,3 @@ export async function selfLearning(input: RunInput, carried?: RunState): Promise
     continuedAsNew: progress.continuedAsNew,
   };
 }
-

@@ -59,7 +59,8 @@ function releaseLock() {
 
 function finish(code, extra) {
   if (holdsLock) appendLine(runsLog, { pid: process.pid, event: 'exit', t: Date.now(), code, ...(extra || {}) });
-  if (holdsLock && process.env.FAKE_TRAINER_LOG) appendLine(process.env.FAKE_TRAINER_LOG, { pid: process.pid, event: 'exit', t: Date.now(), code, ...(extra || {}) });
+  if (holdsLock && process.env.FAKE_TRAINER_LOG)
+    appendLine(process.env.FAKE_TRAINER_LOG, { pid: process.pid, event: 'exit', t: Date.now(), code, ...(extra || {}) });
   releaseLock();
   process.exit(code);
 }

@@ -13,7 +13,7 @@
  * A FaultPlan injects failures into chat completions (only into requests that passed validation,
  * so 400/404 behaviour stays deterministic), drawn from a seeded PRNG in request order.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
@@ -152,9 +152,7 @@ class HttpError extends Error {
 function contentText(content: unknown): string {
   if (typeof content === 'string') return content;
   if (Array.isArray(content)) {
-    return content
-      .map((p) => (p && typeof p === 'object' && typeof (p as { text?: unknown }).text === 'string' ? (p as { text: string }).text : ''))
-      .join('');
+    return content.map((p) => (p && typeof p === 'object' && typeof (p as { text?: unknown }).text === 'string' ? (p as { text: string }).text : '')).join('');
   }
   return '';
 }
@@ -176,7 +174,16 @@ export async function startFakeModel(opts: FakeModelOptions): Promise<FakeModel>
   const rand = prng(plan?.seed ?? 1);
   const faultsPerKey = new Map<string, number>();
 
-  const stats: FakeModelStats = { total: 0, chat: 0, perQuestion: new Map(), faultsInjected: {}, judge: 0, authorizations: new Set(), perModel: new Map(), loads: [] };
+  const stats: FakeModelStats = {
+    total: 0,
+    chat: 0,
+    perQuestion: new Map(),
+    faultsInjected: {},
+    judge: 0,
+    authorizations: new Set(),
+    perModel: new Map(),
+    loads: [],
+  };
   const sockets = new Set<Socket>();
   let seq = 0;
 
@@ -310,7 +317,12 @@ export async function startFakeModel(opts: FakeModelOptions): Promise<FakeModel>
     const fault = drawFault(key, isJudge);
     switch (fault) {
       case 'rate_limit':
-        return sendJson(res, 429, { error: { message: 'Rate limit reached, retry after 1s', type: 'rate_limit_error', param: null, code: 429 } }, { 'retry-after': '1' });
+        return sendJson(
+          res,
+          429,
+          { error: { message: 'Rate limit reached, retry after 1s', type: 'rate_limit_error', param: null, code: 429 } },
+          { 'retry-after': '1' },
+        );
       case 'server_error':
         return sendJson(res, 500, { error: { message: 'Internal server error (injected)', type: 'InternalServerError', param: null, code: 500 } });
       case 'unavailable':
@@ -365,7 +377,7 @@ export async function startFakeModel(opts: FakeModelOptions): Promise<FakeModel>
     }
     const file = join(path, 'slearn-fake-adapter.json');
     let trained: Map<string, string>;
-    let forgetsBase = false;
+    let forgetsBase: boolean;
     try {
       const parsed = JSON.parse(readFileSync(file, 'utf8')) as { trained?: { question: string; answer: string }[]; forgetsBase?: boolean };
       if (!Array.isArray(parsed.trained)) throw new Error('"trained" must be an array');

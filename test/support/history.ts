@@ -20,7 +20,10 @@ function cli(address: string, args: string[]): string {
 
 /** The raw JSON history of every run (continue-as-new chain included) of a workflow id, oldest first. */
 export function rawHistories(address: string, workflowId: string): { runId: string; json: string }[] {
-  const listed = JSON.parse(cli(address, ['workflow', 'list', '--query', `WorkflowId = '${workflowId}'`]) || '[]') as { execution: { runId: string }; startTime: string }[];
+  const listed = JSON.parse(cli(address, ['workflow', 'list', '--query', `WorkflowId = '${workflowId}'`]) || '[]') as {
+    execution: { runId: string };
+    startTime: string;
+  }[];
   const runs = (Array.isArray(listed) ? listed : [listed]).sort((a, b) => a.startTime.localeCompare(b.startTime));
   if (!runs.length) throw new Error(`no runs of ${workflowId} listed`);
   return runs.map((r) => ({ runId: r.execution.runId, json: cli(address, ['workflow', 'show', '--workflow-id', workflowId, '--run-id', r.execution.runId]) }));
@@ -36,7 +39,12 @@ export function jsonStrings(json: string): string[] {
       out.push(v);
       if (BASE64.test(v) && v.length % 4 === 0) out.push(Buffer.from(v, 'base64').toString('utf8'));
     } else if (Array.isArray(v)) v.forEach(walk);
-    else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) (out.push(k), walk(x));
+    else if (v && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) {
+        out.push(k);
+        walk(x);
+      }
+    }
   };
   walk(JSON.parse(json));
   return out;
@@ -61,7 +69,16 @@ export function walkFiles(dir: string): string[] {
 
 /** Files under `dir` whose bytes contain `marker` (as UTF-8, or base64 of it at any alignment). */
 export function filesContaining(dir: string, marker: string): string[] {
-  const needles = [Buffer.from(marker, 'utf8'), ...[0, 1, 2].map((pad) => Buffer.from(Buffer.from('\0'.repeat(pad) + marker).toString('base64').slice(Math.ceil((pad * 4) / 3) + 1, -4)))];
+  const needles = [
+    Buffer.from(marker, 'utf8'),
+    ...[0, 1, 2].map((pad) =>
+      Buffer.from(
+        Buffer.from('\0'.repeat(pad) + marker)
+          .toString('base64')
+          .slice(Math.ceil((pad * 4) / 3) + 1, -4),
+      ),
+    ),
+  ];
   return walkFiles(dir).filter((f) => {
     const bytes = readFileSync(f);
     return needles.some((n) => n.length > 4 && bytes.includes(n));

@@ -2,9 +2,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { trainerCommand } from '../../src/paths';
 
 /** The real embedded model server (SmolLM2-135M on CPU) on a port it picks itself, loading adapters from below `adapterRoot`. */
-export async function startRealModelServer(adapterRoot: string, timeoutMs = 300_000): Promise<{ baseUrl: string; proc: ChildProcess; stop: () => Promise<void> }> {
+export async function startRealModelServer(
+  adapterRoot: string,
+  timeoutMs = 300_000,
+): Promise<{ baseUrl: string; proc: ChildProcess; stop: () => Promise<void> }> {
   const [cmd, ...pre] = trainerCommand();
-  const proc = spawn(cmd, [...pre, 'serve', '--base', 'smollm2-135m-instruct', '--host', '127.0.0.1', '--port', '0', '--adapter-root', adapterRoot], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(cmd, [...pre, 'serve', '--base', 'smollm2-135m-instruct', '--host', '127.0.0.1', '--port', '0', '--adapter-root', adapterRoot], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const stop = async () => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
@@ -13,7 +18,7 @@ export async function startRealModelServer(adapterRoot: string, timeoutMs = 300_
   const log: string[] = [];
   const baseUrl = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`model server not ready after ${timeoutMs} ms:\n${log.join('')}`)), timeoutMs);
-    proc.stderr!.on('data', (b: Buffer) => {
+    proc.stderr.on('data', (b: Buffer) => {
       log.push(b.toString());
       const m = log.join('').match(/ready on (http:\/\/127\.0\.0\.1:\d+\/v1)/);
       if (m) {
@@ -21,7 +26,7 @@ export async function startRealModelServer(adapterRoot: string, timeoutMs = 300_
         resolve(m[1]);
       }
     });
-    exited.then(() => reject(new Error(`model server exited:\n${log.join('')}`)));
+    void exited.then(() => reject(new Error(`model server exited:\n${log.join('')}`)));
   });
   return { baseUrl, proc, stop };
 }

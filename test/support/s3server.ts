@@ -101,7 +101,9 @@ function tail(file: string, n = 4000): string {
 /** Starts versitygw on 127.0.0.1, waits until it answers a real S3 call, and creates a bucket. */
 export async function startS3Server(opts: S3ServerOptions = {}): Promise<S3Server> {
   if (!existsSync(S3_SERVER_BIN)) {
-    throw new Error(`S3 test server not installed: ${S3_SERVER_BIN} is missing. Run \`bash scripts/install-s3-server.sh\` (builds versitygw with Go into .tools/bin, a few minutes the first time).`);
+    throw new Error(
+      `S3 test server not installed: ${S3_SERVER_BIN} is missing. Run \`bash scripts/install-s3-server.sh\` (builds versitygw with Go into .tools/bin, a few minutes the first time).`,
+    );
   }
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'slearn-s3-'));
   const dataDir = join(dir, 'data');
@@ -151,7 +153,9 @@ export async function startS3Server(opts: S3ServerOptions = {}): Promise<S3Serve
         }
         if (Date.now() > deadline) {
           p.kill('SIGKILL');
-          throw new Error(`versitygw did not answer ListBuckets on 127.0.0.1:${port} within ${readyTimeoutMs} ms (last error: ${String(lastErr)}):\n${tail(logFile)}`);
+          throw new Error(
+            `versitygw did not answer ListBuckets on 127.0.0.1:${port} within ${readyTimeoutMs} ms (last error: ${String(lastErr)}):\n${tail(logFile)}`,
+          );
         }
         await new Promise((r) => setTimeout(r, 50));
       }

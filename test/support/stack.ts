@@ -67,8 +67,8 @@ export function workerProcess(address: string, env: NodeJS.ProcessEnv = {}, queu
     output.push(s);
     if (s.includes('slearn worker ready')) onReady();
   };
-  proc.stdout!.on('data', collect);
-  proc.stderr!.on('data', collect);
+  proc.stdout.on('data', collect);
+  proc.stderr.on('data', collect);
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   return { proc, ready, exited, output };
 }
@@ -88,7 +88,10 @@ export async function inProcessWorker(address: string, trainer: string[] = FAKE_
   let ready!: () => void;
   const isReady = new Promise<void>((r) => (ready = r));
   const env = { ...process.env, ...testWorkerEnv(), ...(opts.env ?? {}) };
-  const running = runWorkers({ address, trainer, policy: testPolicy(), scratch: env.SLEARN_SCRATCH, adapterDir: env.SLEARN_ADAPTER_DIR, ...opts, env, onReady: ready }, stop.signal);
+  const running = runWorkers(
+    { address, trainer, policy: testPolicy(), scratch: env.SLEARN_SCRATCH, adapterDir: env.SLEARN_ADAPTER_DIR, ...opts, env, onReady: ready },
+    stop.signal,
+  );
   await Promise.race([isReady, running]);
   return async () => {
     stop.abort();

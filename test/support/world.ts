@@ -15,7 +15,12 @@ export function makeWorld(n: number, prefix = 'q') {
 
 /** Held-out items that ask about `world`'s facts in other words (the fake model finds the fact inside). */
 export function paraphrases(world: { question: string; answer: string; aliases?: string[] }[], prefix = 'e') {
-  return world.map((w, i) => ({ id: `${prefix}-${String(i).padStart(5, '0')}`, question: `Quick check. ${w.question}`, answer: w.answer, ...(w.aliases ? { aliases: w.aliases } : {}) }));
+  return world.map((w, i) => ({
+    id: `${prefix}-${String(i).padStart(5, '0')}`,
+    question: `Quick check. ${w.question}`,
+    answer: w.answer,
+    ...(w.aliases ? { aliases: w.aliases } : {}),
+  }));
 }
 
 export function writeJsonl(file: string, rows: unknown[]): string {

@@ -33,7 +33,9 @@ export function arrowFolder(dir: string, display: string): ArrowFolder {
       return { problem: `dataset_dict.json is not readable (${(e as Error).message}): save the dataset again with save_to_disk` };
     }
     if (!splits.includes('train')) {
-      return { problem: `a DatasetDict with the splits ${splits.join(', ')} and no "train": give the split folder to read, e.g. ${join(display, splits[0] ?? 'SPLIT')}` };
+      return {
+        problem: `a DatasetDict with the splits ${splits.join(', ')} and no "train": give the split folder to read, e.g. ${join(display, splits[0] ?? 'SPLIT')}`,
+      };
     }
     split = 'train';
     notices = [`${display}: a DatasetDict with the splits ${splits.join(', ')}: reading "train" (name ${join(display, 'SPLIT')} to read another)`];
@@ -74,7 +76,11 @@ export async function* arrowEvents(files: string[]): AsyncGenerator<SourceEvent>
         reader = await RecordBatchReader.from(handle);
         await reader.open();
       } catch (e) {
-        yield { kind: 'problem', where: row ? { row: row + 1 } : undefined, message: `${basename(file)} is not a readable Arrow file (${(e as Error).message}): save the dataset again` };
+        yield {
+          kind: 'problem',
+          where: row ? { row: row + 1 } : undefined,
+          message: `${basename(file)} is not a readable Arrow file (${(e as Error).message}): save the dataset again`,
+        };
         return;
       }
       const names = reader.schema.fields.map((f) => f.name);

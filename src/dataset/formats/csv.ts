@@ -49,7 +49,8 @@ export async function* csvEvents(file: string, delimiter: ',' | '\t'): AsyncGene
         const seen = new Set<string>();
         let ok = true;
         for (const [i, h] of header.entries()) {
-          if (!h) unnamed.push(i); // spreadsheets often add empty columns at the end
+          if (!h)
+            unnamed.push(i); // spreadsheets often add empty columns at the end
           else if (seen.has(h)) {
             yield { kind: 'problem', where, field: h, message: 'this column name appears twice in the header: rename one' };
             ok = false;

@@ -1,14 +1,9 @@
 import { createReadStream } from 'node:fs';
-import { TokenParser, Tokenizer } from '@streamparser/json';
+import { TokenParser, Tokenizer, TokenType } from '@streamparser/json';
 import { BadRanges, guardUtf8, LineIndex } from '../bytes';
 import { MAX_RECORD_BYTES, type SourceEvent } from './source';
 
-// @streamparser/json token types (TokenType in its utils).
-const LEFT_BRACE = 0;
-const RIGHT_BRACE = 1;
-const LEFT_BRACKET = 2;
-const RIGHT_BRACKET = 3;
-const COMMA = 5;
+const { LEFT_BRACE, RIGHT_BRACE, LEFT_BRACKET, RIGHT_BRACKET, COMMA } = TokenType;
 
 /**
  * A JSON file holding one top-level array of records, streamed with @streamparser/json: each
@@ -57,7 +52,11 @@ export async function* jsonArrayEvents(file: string): AsyncGenerator<SourceEvent
     const where = { line: elementLine };
     if (bad.overlaps(elementStart, tokenEnd)) ready.push({ kind: 'problem', where, message: 'not valid UTF-8: re-save the file as UTF-8' });
     else if (tokenEnd - elementStart > MAX_RECORD_BYTES)
-      ready.push({ kind: 'problem', where, message: `record is ${tokenEnd - elementStart} bytes; the limit is ${MAX_RECORD_BYTES} (1 MiB): shorten or split the item` });
+      ready.push({
+        kind: 'problem',
+        where,
+        message: `record is ${tokenEnd - elementStart} bytes; the limit is ${MAX_RECORD_BYTES} (1 MiB): shorten or split the item`,
+      });
     else ready.push({ kind: 'record', where, value });
     elementStart = -1;
   };

@@ -38,7 +38,11 @@ export async function* jsonlEvents(file: string): AsyncGenerator<SourceEvent> {
     try {
       value = JSON.parse(text);
     } catch (e) {
-      yield { kind: 'problem', where: { line: lineNo }, message: `invalid JSON (${(e as Error).message}): fix this line; each line must be one complete JSON object` };
+      yield {
+        kind: 'problem',
+        where: { line: lineNo },
+        message: `invalid JSON (${(e as Error).message}): fix this line; each line must be one complete JSON object`,
+      };
       return;
     }
     yield { kind: 'record', where: { line: lineNo }, value };

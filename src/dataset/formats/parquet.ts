@@ -37,7 +37,10 @@ export async function* parquetEvents(file: string): AsyncGenerator<SourceEvent> 
     buffer = await hp.asyncBufferFromFile(file);
     metadata = await hp.parquetMetadataAsync(buffer);
   } catch (e) {
-    yield { kind: 'problem', message: `not a readable Parquet file (${(e as Error).message}): check that it is Parquet, or give it the extension of its real format` };
+    yield {
+      kind: 'problem',
+      message: `not a readable Parquet file (${(e as Error).message}): check that it is Parquet, or give it the extension of its real format`,
+    };
     return;
   }
   const names = hp.parquetSchema(metadata).children.map((c) => c.element.name);
@@ -50,8 +53,13 @@ export async function* parquetEvents(file: string): AsyncGenerator<SourceEvent> 
       rows = await hp.parquetReadObjects({ file: buffer, metadata, rowStart, rowEnd, compressors });
     } catch (e) {
       const why = (e as Error).message;
-      const hint = !compressors && /compress|codec/i.test(why) ? '; reading it needs the hyparquet-compressors package: check that slearn is installed whole' : '';
-      yield { kind: 'problem', where: { row: rowStart + 1 }, message: `cannot read the rows ${rowStart + 1}-${rowEnd} (${why}${hint}): check the file, or write it again with pyarrow` };
+      const hint =
+        !compressors && /compress|codec/i.test(why) ? '; reading it needs the hyparquet-compressors package: check that slearn is installed whole' : '';
+      yield {
+        kind: 'problem',
+        where: { row: rowStart + 1 },
+        message: `cannot read the rows ${rowStart + 1}-${rowEnd} (${why}${hint}): check the file, or write it again with pyarrow`,
+      };
       return;
     }
     for (let i = 0; i < rows.length; i++) {

@@ -12,12 +12,14 @@ export function toPlain(v: unknown): unknown {
     case 'object':
       break;
     default:
-      return String(v);
+      // symbols, functions, undefined: nothing a dataset can hold
+      return null;
   }
   // Tags, not instanceof: hyparquet may run in another realm (see ./esm.ts).
   const tag = Object.prototype.toString.call(v);
   if (tag === '[object Date]') return (v as Date).toISOString();
-  if (tag === '[object Uint8Array]') return Buffer.from((v as Uint8Array).buffer, (v as Uint8Array).byteOffset, (v as Uint8Array).byteLength).toString('base64');
+  if (tag === '[object Uint8Array]')
+    return Buffer.from((v as Uint8Array).buffer, (v as Uint8Array).byteOffset, (v as Uint8Array).byteLength).toString('base64');
   if (ArrayBuffer.isView(v)) return Array.from(v as unknown as ArrayLike<unknown>, toPlain);
   if (Array.isArray(v)) return v.map(toPlain);
   // apache-arrow: a Vector (a list cell) gives its values, a StructRow or MapRow an object.
