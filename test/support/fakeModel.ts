@@ -13,7 +13,7 @@
  * A FaultPlan injects failures into chat completions (only into requests that passed validation,
  * so 400/404 behaviour stays deterministic), drawn from a seeded PRNG in request order.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
@@ -379,6 +379,13 @@ export async function startFakeModel(opts: FakeModelOptions): Promise<FakeModel>
     let trained: Map<string, string>;
     let forgetsBase: boolean;
     try {
+      // A real PEFT adapter (from the real trainer, as in the chaos test): the fake cannot read its
+      // weights, so it answers as the base does. Runs compared with each other stay comparable.
+      if (!existsSync(file) && existsSync(join(path, 'adapter_config.json'))) {
+        stats.loads.push(name);
+        adapters.set(name, { name, path, trained: new Map(), forgetsBase: false, created: Math.floor(Date.now() / 1000) });
+        return sendText(res, 200, `Success: LoRA adapter '${name}' added successfully.`);
+      }
       const parsed = JSON.parse(readFileSync(file, 'utf8')) as { trained?: { question: string; answer: string }[]; forgetsBase?: boolean };
       if (!Array.isArray(parsed.trained)) throw new Error('"trained" must be an array');
       trained = new Map(parsed.trained.map((t) => [String(t.question).trim(), String(t.answer)]));

@@ -283,6 +283,9 @@ def sft_config(args, runtime: device.Runtime, out: Path):
         fp16=runtime.precision == "fp16",
         dataloader_num_workers=0,
         dataloader_pin_memory=runtime.device == "cuda",
+        # Recomputing activations saves GPU memory for large bases; on a CPU host memory is not what
+        # runs out, and the recomputation costs about a third of every step.
+        gradient_checkpointing=runtime.device == "cuda",
         max_length=args.max_seq_len,
         packing=args.packing,
         completion_only_loss=True,
