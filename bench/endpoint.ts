@@ -27,6 +27,8 @@ export async function endpointProcess(
     proc.once('exit', (c) => reject(new Error(`fake endpoint exited with ${c}`)));
   });
   const exited = new Promise((r) => proc.once('exit', r));
+  // However the benchmark ends, the endpoint goes with it.
+  process.once('exit', () => proc.kill('SIGKILL'));
   return {
     baseUrl,
     proc,

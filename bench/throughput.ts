@@ -28,11 +28,13 @@ async function measure(latencyMs: number) {
   // Baseline: the same questions, the same endpoint and grading, the same total concurrency, no durability.
   const client = new ModelClient({ baseUrl: fake.baseUrl, name: 'fake-model', timeoutSeconds: 60 });
   const limit = pLimit(CONCURRENCY);
+  let cpu = process.cpuUsage();
   let t = Date.now();
   await Promise.all(
     world.map((w) => limit(async () => matchGrade((await client.chat([{ role: 'user', content: w.question }], { maxTokens: 16 }))[0], w.answer))),
   );
   const baselineS = (Date.now() - t) / 1000;
+  const baseCpu = process.cpuUsage(cpu);
 
   // slearn: the whole workflow; the stage is timed from its history (first shard scheduled to last shard done).
   const dir = tempDir('slearn-bench-');
@@ -42,13 +44,15 @@ async function measure(latencyMs: number) {
   const cfg = writeConfig(dir, fake.baseUrl, {
     shardConcurrency: LANES,
     answer: { concurrency: PER_SHARD, maxTokens: 16 },
-    shardSize: 1000,
+    shardSize: 2000, // the default
     train: { epochs: 1 },
     promote: { retentionSample: 20 },
   });
   const runId = `bench-${latencyMs}`;
+  cpu = process.cpuUsage();
   t = Date.now();
   const r = await (await startRun(server.client, cfg, { runId })).result();
+  const runCpu = process.cpuUsage(cpu);
   const totalS = (Date.now() - t) / 1000;
   let events = 0;
   let runs = 0;
@@ -73,6 +77,11 @@ async function measure(latencyMs: number) {
   await server.stop();
   await fake.stop();
   const stageS = (last - first) / 1000;
+  // CPU of this process (client and worker) per item: the baseline's loop, and the whole slearn run
+  // (answer+grade, the evaluation passes on 20+20 items, training, bookkeeping).
+  console.error(
+    `cpu ms/item: baseline ${((baseCpu.user + baseCpu.system) / 1000 / N).toFixed(3)}, slearn run ${((runCpu.user + runCpu.system) / 1000 / N).toFixed(3)}`,
+  );
   return {
     latencyMs,
     baseline: N / baselineS,

@@ -106,7 +106,7 @@ export async function prepare(env: StepEnv, input: RunInput & { runId: string })
     // about the same time instead of the last shards running alone at a fraction of the concurrency.
     const trainCount = evalScan ? draws.length : draws.filter((d) => d > threshold).length;
     const lanes = config.shardConcurrency;
-    const shardCount = Math.min(trainCount, Math.ceil(Math.ceil(trainCount / config.shardSize) / lanes) * lanes);
+    const shardCount = Math.min(trainCount, lanes * Math.max(1, Math.round(Math.ceil(trainCount / config.shardSize) / lanes)));
     const size = Math.max(1, Math.ceil(trainCount / Math.max(1, shardCount)));
     const held: Item[] = [];
     const shards: ArtifactRef[] = [];

@@ -95,6 +95,7 @@ export async function answerGradeShard(env: StepEnv, { ctx, prepared, shard, mod
     };
     return { outputs: { grades: ref }, result };
   });
-  await clearWork(store, dir);
+  // The parts are no longer needed once the step record exists; removing them is not the step's work.
+  void clearWork(store, dir).catch(() => undefined);
   return result;
 }

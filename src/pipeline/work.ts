@@ -28,20 +28,8 @@ export interface RunItemsOptions<I, O> {
   flushMs?: number;
   previous?: WorkProgress;
   onProgress?: (p: WorkProgress) => void;
-  sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
-}
-
-function defaultSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
+  /** Waits between retries and idle turns (tests shorten it); a timer by default. */
+  sleep?: (ms: number) => Promise<void>;
 }
 
 /** Thrown when the heartbeat of the previous attempt says more was flushed than the store holds. */
@@ -78,7 +66,6 @@ export async function readParts<O>(store: Store, dir: string, id: (o: O) => stri
  */
 export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> {
   const { store, dir, items, id, signal } = opts;
-  const sleep = opts.sleep ?? defaultSleep;
   const maxTries = opts.maxTries ?? 5;
   const flushMs = opts.flushMs ?? 2000;
   const window = Math.max(1, opts.window);
@@ -186,6 +173,7 @@ export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> 
       });
   };
 
+  signal.addEventListener('abort', poke, { once: true });
   try {
     for (;;) {
       if (fatal !== undefined || signal.aborted) break;
@@ -205,16 +193,29 @@ export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> 
         start(todo[next++], 0);
         continue;
       }
-      const soonest = Math.min(flushMs, limiter.waitMs() || flushMs, ...retryQueue.map((r) => Math.max(1, r.notBefore - now)));
-      const waited = new AbortController();
-      await Promise.race([changed, sleep(soonest, AbortSignal.any([signal, waited.signal]))]);
-      waited.abort();
+      // A finished request wakes the loop; a timer is needed only for what no request will bring: a
+      // time-based flush, a retry that is not due yet, a pause after Retry-After.
+      const reasons = [
+        ...(unflushed.length ? [flushMs - (now - lastFlush)] : []),
+        ...(limiter.waitMs() ? [limiter.waitMs()] : []),
+        ...retryQueue.map((r) => r.notBefore - now),
+      ];
+      if (!reasons.length && inflight === 0 && !flushing) reasons.push(flushMs);
+      if (!reasons.length) await changed;
+      else {
+        const soonest = Math.max(1, Math.min(...reasons));
+        let timer: NodeJS.Timeout | undefined;
+        const wait = opts.sleep ? opts.sleep(soonest) : new Promise<void>((r) => (timer = setTimeout(r, soonest)));
+        await Promise.race([changed, wait]);
+        clearTimeout(timer);
+      }
     }
     // Whatever happened, what finished is written before the attempt ends (a cancelled or
     // superseded attempt only lets a write already under way finish: it starts none).
     while (inflight > 0 || flushing) await changed;
     if (!signal.aborted) await flush();
   } finally {
+    signal.removeEventListener('abort', poke);
     opts.onProgress?.(progress());
   }
   if (fatal !== undefined) throw fatal;

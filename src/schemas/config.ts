@@ -47,7 +47,7 @@ export const AnswerSchema = z.strictObject({
     .max(256)
     .default(4)
     .meta({ description: 'requests in flight per shard; lowered by itself when the endpoint is overloaded (429, timeouts)' }),
-  chunkSize: z.number().int().min(1).max(1000).default(16).meta({ description: 'answers at risk per shard: a crash re-asks at most this many' }),
+  chunkSize: z.number().int().min(1).max(1000).default(32).meta({ description: 'answers at risk per shard: a crash re-asks at most this many' }),
   systemPrompt: z
     .string()
     .default('Answer the question with a short phrase only.')
@@ -147,7 +147,13 @@ export const ConfigSchema = z
     filter: FilterSchema.prefault({}).meta({ description: 'what is trained on' }),
     train: TrainSchema.prefault({}).meta({ description: 'LoRA fine-tuning (the trainer contract)' }),
     promote: PromoteSchema.prefault({}).meta({ description: 'the promotion gate into the registry' }),
-    shardSize: z.number().int().min(1).max(100_000).default(1000).meta({ description: 'items per answer-and-grade activity' }),
+    shardSize: z
+      .number()
+      .int()
+      .min(1)
+      .max(100_000)
+      .default(2000)
+      .meta({ description: 'about this many items per answer-and-grade activity (shard counts are a multiple of shardConcurrency, sizes equal)' }),
     shardConcurrency: z.number().int().min(1).max(500).default(4).meta({ description: 'shards in flight at once' }),
     artifacts: z.string().min(1).optional().meta({ description: 'artifact store: a directory, or s3://bucket/prefix (default .slearn/artifacts)' }),
   })
