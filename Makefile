@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 PIP   := $(VENV)/bin/pip
 # The Python environment is rebuilt only when its lock changes.
-PYSTAMP := $(VENV)/.stamp-$(shell cat trainer/requirements.lock trainer/pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
+PYSTAMP := $(VENV)/.stamp-$(shell cat trainer/build-requirements.txt trainer/requirements.lock trainer/pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 TS_SRC  := $(shell find src -name '*.ts' 2>/dev/null)
 
 .PHONY: setup demo test lint test-ts test-py build clean chaos bench s3-server schemas lock-python
@@ -17,8 +17,9 @@ node_modules/.stamp: package.json package-lock.json
 	touch $@
 
 # The full lock (every transitive pin) installed with --no-deps: the same environment every time.
-$(PYSTAMP): trainer/requirements.lock trainer/pyproject.toml
+$(PYSTAMP): trainer/build-requirements.txt trainer/requirements.lock trainer/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check --no-deps -r trainer/build-requirements.txt
 	$(PIP) install -q --disable-pip-version-check --no-deps -r trainer/requirements.lock
 	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e trainer
 	rm -f $(VENV)/.stamp-*

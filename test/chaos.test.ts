@@ -58,9 +58,16 @@ describe('chaos: ten SIGKILLs across all stages of a 2,000-item run', () => {
     const refFake = await startFakeModel({ items: world, knownPercent: 99 });
     const stopRef = await inProcessWorker(server.address, TRAINER);
     writeWorld(refDir, world, held);
-    const ref = await (await startRun(server.client, writeConfig(refDir, refFake.baseUrl, settings(refFake.baseUrl)), { runId: 'chaos-ref' })).result();
-    await stopRef();
-    await refFake.close();
+    let ref;
+    try {
+      ref = await (await startRun(server.client, writeConfig(refDir, refFake.baseUrl, settings(refFake.baseUrl)), { runId: 'chaos-ref' })).result();
+    } catch (e) {
+      await server.stop();
+      throw e;
+    } finally {
+      await stopRef();
+      await refFake.close();
+    }
     expect(ref.filter!.kept).toBeGreaterThan(3);
     expect(ref.filter!.kept).toBeLessThan(30);
     // What an uninterrupted run asks, per question: the yardstick for what the kills made us redo.
