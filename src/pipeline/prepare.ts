@@ -27,6 +27,24 @@ export function draw(seed: number, id: string, salt = ''): number {
   return createHash('sha256').update(`${salt}:${seed}:${id}`).digest().readUInt32BE(0) / 2 ** 32;
 }
 
+/**
+ * Without an eval file, an item is held out when its seeded draw is at or below this threshold: the
+ * configured fraction, raised only as far as `minEval` needs. As a dataset grows the threshold never
+ * rises, so an item trained on in one run is never held out in a later run of the same config (which
+ * would flatter the model in service and any adapter chained from it); held-out items may only move
+ * to training, once the fraction alone holds out `minEval` items.
+ */
+export function splitThreshold(draws: number[], split: Pick<Config['split'], 'evalFraction' | 'minEval'>): number {
+  const sorted = [...draws].sort((a, b) => a - b);
+  const threshold = Math.max(split.evalFraction, sorted[Math.min(sorted.length, split.minEval) - 1] ?? 1);
+  const held = sorted.filter((d) => d <= threshold).length;
+  if (split.minEval >= sorted.length || held >= sorted.length)
+    throw new InvalidInput(
+      `the dataset has ${sorted.length} items: too few to hold out ${Math.max(split.minEval, held)} for evaluation and train on the rest; add an \`eval\` file or more items`,
+    );
+  return threshold;
+}
+
 /** The config as the worker reads it: today's file, with the run's overrides, checked against the worker's policy. */
 export function readConfig(env: StepEnv, input: Pick<RunInput, 'configFile' | 'overrides' | 'store'>): Config {
   let config: Config;
@@ -93,15 +111,7 @@ export async function prepare(env: StepEnv, input: RunInput & { runId: string })
 
   const fp = fingerprint('prepare', all.ref.sha256, evalScan?.ref.sha256 ?? null, evalFile ? null : config.split, config.shardSize, config.shardConcurrency);
   const result = await once(store, ctx, 'prepare', fp, { dataset: all.ref, ...(evalScan ? { eval: evalScan.ref } : {}) }, async () => {
-    // Without an eval file, a seeded share is held out; at least `minEval` items when the data allows.
-    let threshold = -1;
-    if (!evalScan) {
-      const want = Math.max(config.split.minEval, Math.ceil(draws.length * config.split.evalFraction));
-      const sorted = [...draws].sort((a, b) => a - b);
-      threshold = want >= sorted.length ? Infinity : sorted[Math.max(0, Math.min(sorted.length, want) - 1)];
-      if (want >= sorted.length)
-        throw new InvalidInput(`the dataset has ${sorted.length} items: too few to hold out ${want} for evaluation; add an \`eval\` file or more items`);
-    }
+    const threshold = evalScan ? -1 : splitThreshold(draws, config.split);
     // Shards come in multiples of the lanes that run them, of equal size, so every lane finishes at
     // about the same time instead of the last shards running alone at a fraction of the concurrency.
     const trainCount = evalScan ? draws.length : draws.filter((d) => d > threshold).length;
