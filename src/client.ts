@@ -8,6 +8,7 @@ import { InvalidInputError } from './problems';
 import { openStore } from './store/open';
 import { listSteps } from './store/steps';
 import { temporalTarget, unreachable } from './temporal/address';
+import { KEY_ENV } from './temporal/codec';
 import { dataConverter } from './temporal/dataConverter';
 import type { StepRecord } from './schemas/artifacts';
 import type { ActivityProgress } from './schemas/progress';
@@ -81,7 +82,9 @@ export async function startRun(
   const v = await validateAll(configFile, { ...opts.load, ...(opts.overrides ? { overrides: opts.overrides } : {}) });
   if (opts.checkEndpoint !== false) await checkEndpoint(v);
   await checkStore(v);
-  const workflowId = opts.runId ?? newRunId(v.config.name);
+  // Workflow ids are never encrypted (the server indexes them): with payload encryption on, the
+  // config name, which may say what the data is about, stays out of the default id.
+  const workflowId = opts.runId ?? newRunId(process.env[KEY_ENV] ? 'run' : v.config.name);
   // Connecting lazily: bad input is reported even when Temporal is down, and without waiting for it.
   if (typeof client === 'function') client = await client();
   const input: RunInput = {

@@ -171,6 +171,14 @@ describe('a whole run with SLEARN_PAYLOAD_KEY set', () => {
     expect(a.lineage.length).toBeGreaterThan(0);
   });
 
+  it('the default run id does not carry the config name (workflow ids are never encrypted)', async () => {
+    const configFile = writeConfig(data, fake.baseUrl, { name: `cfg-${marker}` });
+    const handle = await startRun(client, configFile);
+    expect(handle.workflowId).toMatch(/^run-\d{8}-\d{6}-[0-9a-f]{6}$/);
+    await handle.result();
+    expectOnlyCiphertext(handle.workflowId);
+  });
+
   it("a run's failure message is encrypted in history; status and audit with the key show it", async () => {
     // A config file the worker cannot find: prepare fails, non-retryable, with the path (and the marker) in its message.
     const input: RunInput = { configFile: join(data, `gone-${marker}.yaml`), store: `file://${join(dir, 'artifacts')}` };

@@ -96,6 +96,7 @@ describe('two hosts sharing only Temporal and an S3 store', () => {
       120_000,
       'a checkpoint in the store',
     );
+    const killedAt = Date.now();
     a.proc.kill('SIGKILL');
     await a.exited;
     const b = host('gpu-host-b', env);
@@ -111,9 +112,16 @@ describe('two hosts sharing only Temporal and an S3 store', () => {
     const lines = readFileSync(log, 'utf8')
       .trim()
       .split('\n')
-      .map((l) => JSON.parse(l) as { event: string; out?: string });
+      .map((l) => JSON.parse(l) as { event: string; out?: string; t: number });
     const dirs = [...new Set(lines.filter((l) => l.event === 'start').map((l) => l.out))];
     expect(dirs.length).toBe(2);
+    // The two-host resume time: host A's lease (10 s here: twice the 3 s heartbeat timeout, at least
+    // 10 s) must run out before B may train; B then restores the checkpoint and starts within seconds.
+    const bStart = lines.filter((l) => l.event === 'start').at(-1)!;
+    const resumeS = (bStart.t - killedAt) / 1000;
+    console.log(`two-host resume: host B's trainer started ${resumeS.toFixed(1)} s after host A was killed (lease 10 s)`);
+    expect(resumeS).toBeGreaterThanOrEqual(5);
+    expect(resumeS).toBeLessThan(60);
     expect(dirs.every((d) => d && existsSync(d))).toBe(true);
     expect(new Set(dirs.map((d) => d!.split('/')[2])).size).toBe(2);
 

@@ -142,6 +142,13 @@ describe('scheduled runs, the model registry and the promotion gate', () => {
     const described = await json<{ runs: { runId: string; outcome: string }[] }>('schedule', 'describe', 'nightly');
     expect(described.runs.map((r) => r.outcome)).toEqual(['promoted', 'refused', expect.stringMatching(/invalid dataset|FAILED|train\.jsonl/), 'nothing new']);
 
+    // A changed setting is something new: on the same data and current model, the next run trains again.
+    config.train.learningRate = 0.01;
+    writeFileSync(cfg, stringify(config));
+    const four = await triggered(seen);
+    expect(four.result?.status).not.toBe('nothing-new');
+    expect(four.result?.train?.steps).toBeGreaterThan(0);
+
     // By hand: roll back to the base, promote version 2 anyway, and the next run adapts it.
     await slearn('models', 'rollback', 'nightly-adapt', '--artifacts', store);
     expect((await json<{ current: number | null }>('models', 'list', 'nightly-adapt', '--artifacts', store)).current).toBeNull();

@@ -62,8 +62,11 @@ export function stageProgress(s: RunStatus): { stage: string; done: number; tota
   const train = s.pending.map((a) => a.progress).find(isTrainProgress);
   if (p && stage === 'answer-grade') {
     const finished = p.counts.graded + p.counts.ungradeable;
-    const inFlight = work.filter((w) => w.phase.startsWith('answer-grade')).reduce((n, w) => n + w.done, 0);
-    return { stage, done: finished + inFlight, total: p.counts.items, detail: `known ${p.counts.known} · unknown ${p.counts.unknown}` };
+    const shards = work.filter((w) => w.phase.startsWith('answer-grade'));
+    const inFlight = shards.reduce((n, w) => n + w.done, 0);
+    const known = p.counts.known + shards.reduce((n, w) => n + (w.known ?? 0), 0);
+    const unknown = p.counts.unknown + shards.reduce((n, w) => n + (w.unknown ?? 0), 0);
+    return { stage, done: finished + inFlight, total: p.counts.items, detail: `known ${known} · unknown ${unknown}` };
   }
   if (stage === 'train' && train) {
     const eta = train.stepsPerSecond ? ` · ETA ${Math.round((train.totalSteps - train.step) / train.stepsPerSecond)}s` : '';

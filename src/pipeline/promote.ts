@@ -14,6 +14,26 @@ export interface CurrentModel {
   nothingNew?: string;
 }
 
+/**
+ * What decides what a run learns: how the model is asked and graded, what is trained on and how.
+ * Not where the endpoint is, its timeouts, concurrency or sharding: the demo's endpoint moves to a
+ * free port on every start, and that is not a reason to train again.
+ */
+export function settingsSha(config: Config): string {
+  const { samples, temperature, maxTokens, systemPrompt } = config.answer;
+  const grader = config.grader.type === 'judge' ? { ...config.grader, model: config.grader.model?.name ?? null } : config.grader;
+  return fingerprint(
+    'settings',
+    config.model.name,
+    { samples, temperature, maxTokens, systemPrompt },
+    grader,
+    config.filter,
+    config.train,
+    config.split,
+    config.eval ?? null,
+  );
+}
+
 /** The model in service for this config (the registry's `current`), and whether anything changed since the last run. */
 export async function resolveCurrent(env: StepEnv, { ctx, dataSha }: { ctx: StepCtx; dataSha: string }): Promise<CurrentModel> {
   const store = await env.store(ctx.store);
@@ -23,13 +43,15 @@ export async function resolveCurrent(env: StepEnv, { ctx, dataSha }: { ctx: Step
     const reg = new Registry(store, config.name);
     const v = await reg.current();
     const current: ModelUse | null = v ? { label: 'current', name: adapterName(v.adapter), adapter: v.adapter, version: v.version } : null;
-    const last = (await reg.runs()).filter((r) => r.runId !== ctx.runId).at(-1);
-    const same = last && last.dataSha === dataSha && last.currentVersion === (v?.version ?? null);
+    // Compared with the last run that did the work: a nothing-new run only repeats what it saw.
+    const last = (await reg.runs()).filter((r) => r.runId !== ctx.runId && r.outcome !== 'nothing-new').at(-1);
+    const settings = settingsSha(config);
+    const same = last && last.dataSha === dataSha && last.settingsSha === settings && last.currentVersion === (v?.version ?? null);
     const result: CurrentModel = {
       current,
       ...(same
         ? {
-            nothingNew: `nothing new since run ${last.runId}: same data (${dataSha.slice(0, 12)}) and the same current model (${v ? `version ${v.version}` : 'the base'})`,
+            nothingNew: `nothing new since run ${last.runId}: same data (${dataSha.slice(0, 12)}), the same settings and the same current model (${v ? `version ${v.version}` : 'the base'})`,
           }
         : {}),
     };
@@ -83,7 +105,7 @@ export async function promote(env: StepEnv, input: PromoteInput): Promise<Promot
   const fp = fingerprint('promote', evaluation?.results.sha256 ?? null, train?.adapter?.sha256 ?? null, config.promote, input.nothingNew ?? null);
   return once(store, ctx, 'promote', fp, {}, async () => {
     const at = new Date().toISOString();
-    const base = { runId: ctx.runId, at, dataSha: prepared.dataSha, currentVersion: current?.version ?? null };
+    const base = { runId: ctx.runId, at, dataSha: prepared.dataSha, settingsSha: settingsSha(config), currentVersion: current?.version ?? null };
     let decision: PromotionDecision;
     if (input.baseline) {
       decision = { promoted: false, reason: `a ${input.baseline.kind} baseline run: compared, never promoted` };

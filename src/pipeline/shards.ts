@@ -57,7 +57,13 @@ export async function answerGradeShard(env: StepEnv, { ctx, prepared, shard, mod
     const list = await store.jsonlAll<Item>(items);
     const c = clients(env, config);
     await requireAdapter(c.model, model.name, env.signal);
-    const work = answerAndGrade(config, c, model.name);
+    const answer = answerAndGrade(config, c, model.name);
+    const live = { known: 0, unknown: 0 };
+    const work = async (item: Item, signal: AbortSignal) => {
+      const g = await answer(item, signal);
+      if (g.status === 'graded') live[g.greedy?.correct ? 'known' : 'unknown']++;
+      return g;
+    };
     const grades = await runItems<Item, ItemGrade>({
       store,
       dir,
@@ -71,7 +77,7 @@ export async function answerGradeShard(env: StepEnv, { ctx, prepared, shard, mod
       giveUp: env.giveUp,
       signal: env.signal,
       previous: env.previous as WorkProgress | undefined,
-      onProgress: (p) => env.progress(p),
+      onProgress: (p) => env.progress({ ...p, ...live }),
     });
     const ref = await store.putJsonl(grades);
     const levels = emptyLevels();

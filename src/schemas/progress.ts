@@ -20,6 +20,9 @@ export interface WorkProgress {
   /** Requests allowed in flight right now (lowered while the endpoint is overloaded). */
   concurrency: number;
   startedAt: number;
+  /** Answer-grade shards: items graded in this attempt whose greedy answer was right, and wrong (the live known/unknown of the progress line). */
+  known?: number;
+  unknown?: number;
   /** The last failure asked again inside this attempt (an endpoint that keeps refusing shows here). */
   lastError?: string;
 }

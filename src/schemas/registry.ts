@@ -49,6 +49,8 @@ export const RunRecordSchema = z.object({
   runId: z.string(),
   at: z.string(),
   dataSha: z.string(),
+  /** The settings that decide what is learnt (see `settingsSha`); absent in records of older runs, which then never count as the same. */
+  settingsSha: z.string().optional(),
   currentVersion: z.number().int().positive().nullable(),
   outcome: z.enum(['promoted', 'refused', 'nothing-new', 'no-training', 'recorded']),
   version: z.number().int().positive().optional(),
