@@ -190,6 +190,23 @@ describe('runItems', () => {
     expect(out.filter((o) => o.failed)).toHaveLength(2);
   });
 
+  it('on the last attempt, an endpoint that answers nobody fails the attempt instead of making every item ungradeable', async () => {
+    const store = newStore();
+    await expect(
+      runItems(
+        opts(store, items(10), {
+          giveUp: true,
+          maxTries: 2,
+          sleep: () => sleep(1),
+          work: async () => {
+            throw new ModelCallError('cannot reach http://127.0.0.1:9/v1: Connection error.', 'transient');
+          },
+        }),
+      ),
+    ).rejects.toThrow(/cannot reach/);
+    expect((await readParts<O>(store, 'runs/t/work/answer-000000-abc', (o) => o.id)).size).toBe(0);
+  });
+
   it('a fatal error (a wrong key) stops at once', async () => {
     let calls = 0;
     await expect(

@@ -80,7 +80,9 @@ export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> 
     );
   }
   const todo = items.filter((i) => !done.has(id(i)));
-  const retryQueue: { item: I; tries: number; notBefore: number }[] = [];
+  const retryQueue: { item: I; tries: number; notBefore: number; failingSince: number }[] = [];
+  // When the endpoint last answered: an item is given up on only while others are answered.
+  let lastSuccess = 0;
   let next = 0;
   let inflight = 0;
   let unflushed: O[] = [];
@@ -136,12 +138,13 @@ export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> 
     return flushing;
   };
 
-  const start = (item: I, tries: number) => {
+  const start = (item: I, tries: number, failingSince?: number) => {
     inflight++;
     opts
       .work(item, signal)
       .then(
         (o) => {
+          lastSuccess = Date.now();
           limiter.onSuccess();
           unflushed.push(o);
         },
@@ -154,13 +157,22 @@ export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> 
             unflushed.push(opts.fail(item, err.message));
           } else {
             if (err.overload) limiter.onOverload((err.retryAfterSeconds ?? 0) * 1000);
+            const since = failingSince ?? Date.now();
             if (tries + 1 < maxTries) {
               retries++;
               // Seen by `slearn status` at once, not only at the next write.
               opts.onProgress?.({ ...progress(), lastError: err.message });
               const backoff = Math.min(30_000, 500 * 2 ** tries) * (0.75 + Math.random() / 2);
-              retryQueue.push({ item, tries: tries + 1, notBefore: Date.now() + Math.max(backoff, (err.retryAfterSeconds ?? 0) * 1000) });
-            } else if (opts.giveUp) {
+              retryQueue.push({
+                item,
+                tries: tries + 1,
+                notBefore: Date.now() + Math.max(backoff, (err.retryAfterSeconds ?? 0) * 1000),
+                failingSince: since,
+              });
+            } else if (opts.giveUp && lastSuccess > since) {
+              // The endpoint answers other items while this one keeps failing: the item is the
+              // problem. An endpoint that answers nobody fails the attempt instead, so a dead
+              // endpoint fails the run rather than turning every item ungradeable.
               failed++;
               unflushed.push(opts.fail(item, err.message));
             } else transient ??= err;
@@ -186,7 +198,7 @@ export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> 
       const canStart = risk < window && inflight < limiter.limit && limiter.waitMs() === 0;
       if (canStart && due >= 0) {
         const [r] = retryQueue.splice(due, 1);
-        start(r.item, r.tries);
+        start(r.item, r.tries, r.failingSince);
         continue;
       }
       if (canStart && next < todo.length) {
