@@ -30,7 +30,11 @@ async function main() {
   world.length = 0;
 
   let peakRss = 0;
-  const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 500);
+  let peakAt = 0;
+  const sampler = setInterval(() => {
+    const rss = process.memoryUsage().rss;
+    if (rss > peakRss) [peakRss, peakAt] = [rss, Date.now()];
+  }, 500);
   const server = await temporal(dir);
   const stop = await inProcessWorker(server.address, undefined, { env: { ...process.env, FAKE_TRAINER_STEP_MS: '0' } });
   const cfg = writeConfig(dir, endpoint.baseUrl, {
@@ -74,7 +78,8 @@ async function main() {
   );
   console.log(`| wall time, whole run | ${(wall / 60).toFixed(1)} min |`);
   for (const [name, s] of stages) console.log(`| ${name} | ${((s.last - s.first) / 1000).toFixed(1)} s |`);
-  console.log(`| peak RSS of the worker process | ${(peakRss / 2 ** 20).toFixed(0)} MiB |`);
+  const during = [...stages].filter(([, st]) => st.first <= peakAt && peakAt <= st.last + 1000).map(([name]) => name);
+  console.log(`| peak RSS of the worker process | ${(peakRss / 2 ** 20).toFixed(0)} MiB (during ${during.join(', ') || 'no activity'}) |`);
   console.log(`| workflow runs (continue-as-new chain) | ${runs.length} |`);
   console.log(`| history events per run | ${runs.map((x) => x.events).join(', ')} |`);
   console.log(`| history events per 1,000 items | ${((runs.reduce((n, x) => n + x.events, 0) / N) * 1000).toFixed(1)} |`);
