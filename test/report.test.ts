@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { accuracy, pct } from '../src/metrics';
 import type { EvalItemResult } from '../src/pipeline/evaluate';
 import type { DecisionRecord } from '../src/pipeline/filter';
-import { niceTicks, timeTicks } from '../src/report/charts';
+import { lossChart, niceTicks, timeTicks } from '../src/report/charts';
 import { esc, mdCell } from '../src/report/escape';
 import { duration, points, pValue } from '../src/report/format';
 import { renderComparison, renderHistory, renderHtml, renderMarkdown, type ComparisonData, type ReportData } from '../src/report/render';
@@ -368,5 +368,16 @@ describe('helpers', () => {
     expect(points(-0.017)).toBe('−1.7 points');
     expect(pValue(0.0004)).toBe('p < 0.001');
     expect(pValue(0.0131)).toBe('p = 0.013');
+  });
+});
+
+describe('loss chart of a long training', () => {
+  it('draws 200,000 logged steps without overflowing the stack, thinned to what a chart can show', () => {
+    const points = Array.from({ length: 200_000 }, (_, i) => ({ step: i + 1, loss: 2 / Math.sqrt(i + 1) }));
+    const svg = lossChart(points, smoothingWindow(points.length));
+    const paths = [...svg.matchAll(/<path d="([^"]+)"/g)].map((m) => m[1].split(/[ML]/).filter(Boolean).length);
+    expect(paths).toHaveLength(2);
+    for (const n of paths) expect(n).toBeLessThanOrEqual(1200);
+    expect(svg).toContain('>200000<');
   });
 });

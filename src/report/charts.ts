@@ -1,6 +1,9 @@
 import { pct } from '../metrics';
 import { esc } from './escape';
-import { movingAverage, type Point } from './series';
+import { extent, movingAverage, thin, type Point } from './series';
+
+/** Points drawn per line: more than the chart's width in pixels adds bytes, not detail. */
+const MAX_DRAWN = 1200;
 
 /** Colours shared by every chart and table, so a model keeps its colour across the page. */
 export const COLORS = {
@@ -172,10 +175,10 @@ export function lossChart(points: Point[], window: number): string {
     r = 14,
     t = 26,
     b = 34;
-  const steps = points.map((p) => p.step);
-  const losses = points.map((p) => p.loss);
-  const xTicks = niceTicks(Math.min(...steps), Math.max(...steps), 6);
-  const yTicks = niceTicks(Math.min(0, ...losses), Math.max(...losses), 5);
+  const [s0, s1] = extent(points.map((p) => p.step));
+  const [v0, v1] = extent(points.map((p) => p.loss));
+  const xTicks = niceTicks(s0, s1, 6);
+  const yTicks = niceTicks(Math.min(0, v0), v1, 5);
   const [x0, x1] = [xTicks[0], xTicks[xTicks.length - 1]];
   const [y0, y1] = [yTicks[0], yTicks[yTicks.length - 1]];
   const px = (s: number) => l + ((s - x0) / Math.max(1e-9, x1 - x0)) * (W - l - r);
@@ -197,7 +200,7 @@ export function lossChart(points: Point[], window: number): string {
     `<line x1="${l}" x2="${W - r}" y1="${H - b}" y2="${H - b}" stroke="${COLORS.axis}"/>` +
     text((l + W - r) / 2, H - 3, 'step', `text-anchor="middle" fill="${COLORS.muted}" font-size="11"`) +
     text(12, t + (H - t - b) / 2, 'loss', `text-anchor="middle" fill="${COLORS.muted}" font-size="11" transform="rotate(-90 12 ${f1(t + (H - t - b) / 2)})"`);
-  const lines = `<path d="${path(points)}" fill="none" stroke="#a9c3ee" stroke-width="1.2"/><path d="${path(movingAverage(points, window))}" fill="none" stroke="#1d4f9e" stroke-width="2.5" stroke-linejoin="round"/>`;
+  const lines = `<path d="${path(thin(points, MAX_DRAWN))}" fill="none" stroke="#a9c3ee" stroke-width="1.2"/><path d="${path(thin(movingAverage(points, window), MAX_DRAWN))}" fill="none" stroke="#1d4f9e" stroke-width="2.5" stroke-linejoin="round"/>`;
   const legend =
     `<line x1="${W - 300}" x2="${W - 280}" y1="10" y2="10" stroke="#a9c3ee" stroke-width="2"/>${text(W - 275, 14, 'per step')}` +
     `<line x1="${W - 210}" x2="${W - 190}" y1="10" y2="10" stroke="#1d4f9e" stroke-width="3"/>${text(W - 185, 14, `moving average of ${window}`)}`;

@@ -19,6 +19,29 @@ export function movingAverage(points: Point[], window: number): Point[] {
   });
 }
 
+/** At most `max` points, each the mean of a run of consecutive ones: a 48-hour training logs far more steps than a chart has pixels. */
+export function thin(points: Point[], max: number): Point[] {
+  if (points.length <= max) return points;
+  const k = Math.ceil(points.length / max);
+  const out: Point[] = [];
+  for (let i = 0; i < points.length; i += k) {
+    const run = points.slice(i, i + k);
+    out.push({ step: run[run.length - 1].step, loss: run.reduce((a, p) => a + p.loss, 0) / run.length });
+  }
+  return out;
+}
+
+/** Smallest and largest of many numbers (spreading them into Math.min overflows the stack past ~100,000). */
+export function extent(values: number[]): [number, number] {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return [lo, hi];
+}
+
 /** About a twentieth of the curve, so 200 steps smooth over 10 and 20 steps are barely touched. */
 export const smoothingWindow = (n: number) => Math.max(1, Math.min(50, Math.round(n / 20)));
 
