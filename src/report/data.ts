@@ -1,19 +1,11 @@
 import type { DecisionRecord } from '../pipeline/filter';
 import type { EvalItemResult } from '../pipeline/evaluate';
-import type { Counts, EvalResult, FilterResult, LevelCounts, ModelUse, PromotionDecision, TrainResult } from '../schemas/run';
+import type { EvalResult, ModelUse, RunResult } from '../schemas/run';
 
 /** Everything a run's report shows. Built by the report step from the run's results in the store. */
-export interface ReportData {
-  runId: string;
+export interface ReportData extends Pick<RunResult, 'runId' | 'counts' | 'levels' | 'filter' | 'train' | 'evaluation' | 'promotion'> {
   /** The config's name (the registry entry). */
   name: string;
-  counts: Counts;
-  /** Items per knowledge level (Known, MaybeKnown, WeaklyKnown, Unknown). */
-  levels?: LevelCounts;
-  filter?: FilterResult;
-  train?: TrainResult;
-  evaluation?: EvalResult;
-  promotion?: PromotionDecision;
   /** The model in service the run started from (a chained run), if any. */
   current?: ModelUse;
   /** Notices from reading the data (e.g. extra fields kept as meta). */
