@@ -1,3 +1,4 @@
+import * as colors from '@colors/colors/safe';
 import Table from 'cli-table3';
 import { pct } from '../metrics';
 import type { Audit, RunListing, RunStatus } from '../client';
@@ -11,6 +12,10 @@ export function fancy(stream: NodeJS.WriteStream = process.stdout, env: NodeJS.P
 
 export function table(head: string[]): Table.Table {
   const plain = !fancy();
+  // cli-table3 colours through @colors/colors, which guesses for itself (it turns colour off wherever CI is set,
+  // even on a terminal): the decision is made once, here, for the tables as for the progress bars.
+  if (plain) colors.disable();
+  else colors.enable();
   return new Table({ head, style: plain ? { head: [], border: [] } : {} });
 }
 
