@@ -10,19 +10,68 @@ export function fancy(stream: NodeJS.WriteStream = process.stdout, env: NodeJS.P
   return Boolean(stream.isTTY) && !('NO_COLOR' in env) && env.TERM !== 'dumb';
 }
 
-export function table(head: string[]): Table.Table {
+/** Columns to fit tables into: the terminal's width, else COLUMNS, else 120 (a CI log reads well at that). */
+export function outputWidth(stream: NodeJS.WriteStream = process.stdout, env: NodeJS.ProcessEnv = process.env): number {
+  return (stream.isTTY && stream.columns) || Number(env.COLUMNS) || 120;
+}
+
+export function table(head: string[], width = outputWidth()): Table.Table {
   const plain = !fancy();
   // cli-table3 colours through @colors/colors, which guesses for itself (it turns colour off wherever CI is set,
   // even on a terminal): the decision is made once, here, for the tables as for the progress bars.
   if (plain) colors.disable();
   else colors.enable();
-  return new Table({ head, style: plain ? { head: [], border: [] } : {} });
+  const t = new Table({ head, style: plain ? { head: [], border: [] } : {} });
+  // Free text (a promotion's reason, a failure's message) would stretch a row past the screen: fit the
+  // columns when the table is drawn, when all its rows are known.
+  const draw = t.toString.bind(t);
+  t.toString = () => {
+    fitColumns(t, head, width);
+    return draw();
+  };
+  return t;
+}
+
+const NARROWEST = 12;
+
+/**
+ * Narrows the widest columns until the table fits `width`; their cells wrap at words, and a word longer
+ * than its column (a path, an id) is broken across lines rather than cut short.
+ */
+function fitColumns(t: Table.Table, head: string[], width: number): void {
+  type Cell = string | number | null | undefined;
+  const rows = t as unknown as Cell[][];
+  const lines = (c: Cell) => colors.strip(String(c ?? '')).split('\n');
+  // Each cell has one space of padding on either side; each column a border to its left, the last one to its right too.
+  const natural = head.map((h, i) => Math.max(...[h, ...rows.map((r) => r[i])].map((c) => Math.max(...lines(c).map((l) => l.length)))) + 2);
+  const widths = [...natural];
+  let total = widths.reduce((a, b) => a + b, 0) + head.length + 1;
+  if (total <= width) return;
+  while (total > width) {
+    const widest = widths.indexOf(Math.max(...widths));
+    if (widths[widest] <= NARROWEST) break;
+    widths[widest] -= 1;
+    total -= 1;
+  }
+  widths.forEach((w, i) => {
+    if (w === natural[i]) return;
+    const inner = w - 2;
+    const breakLong = (word: string) => (word.length <= inner ? word : (word.match(new RegExp(`.{1,${inner}}`, 'g')) ?? []).join('\n'));
+    for (const r of rows)
+      if (typeof r[i] === 'string')
+        r[i] = lines(r[i])
+          .map((l) => l.split(' ').map(breakLong).join(' '))
+          .join('\n');
+  });
+  t.options.colWidths = widths;
+  t.options.wordWrap = true;
+  t.options.wrapOnWordBoundary = true;
 }
 
 const ci = (a: Accuracy) => `${pct(a.accuracy)}  [${pct(a.low)}, ${pct(a.high)}]  (${a.correct}/${a.total})`;
 
-export function summaryTable(r: RunResult, reportPath?: string): string {
-  const t = table(['', 'value']);
+export function summaryTable(r: RunResult, reportPath?: string, width = outputWidth()): string {
+  const t = table(['', 'value'], width);
   t.push(['run', r.runId], ['items answered and graded', String(r.counts.items)]);
   if (r.status === 'nothing-new') {
     t.push(['outcome', r.reason ?? 'nothing new']);
