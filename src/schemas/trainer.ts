@@ -75,7 +75,7 @@ export const ServeArgsSchema = z.strictObject({
   servedName: z.string().min(1).default('smollm2-135m-instruct').meta(flag('--served-name', 'model name in /v1/models')),
   device: DeviceSchema.default('auto').meta(flag('--device', 'auto: CUDA when present, else CPU')),
   precision: PrecisionSchema.default('auto').meta(flag('--precision', 'auto: bf16 where the GPU supports it, fp16 on other GPUs, fp32 on CPU')),
-  maxBatch: z.number().int().min(1).default(8).meta(flag('--max-batch', 'requests per batched generate')),
+  maxBatch: z.number().int().min(1).default(16).meta(flag('--max-batch', 'requests per batched generate')),
   batchWindowMs: z.number().min(0).default(5).meta(flag('--batch-window-ms', 'how long to gather a batch')),
   apiKeyEnv: z
     .string()

@@ -55,7 +55,7 @@ class Engine:
         model,
         tok,
         served_name: str,
-        max_batch: int = 8,
+        max_batch: int = 16,
         window_ms: float = 5.0,
         max_queue: int = LIMITS["maxQueue"],
         max_adapters: int = LIMITS["maxAdapters"],
