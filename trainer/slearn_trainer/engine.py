@@ -55,8 +55,9 @@ class Engine:
         model,
         tok,
         served_name: str,
-        max_batch: int = 16,
-        window_ms: float = 5.0,
+        # No defaults: `serve` passes the contract's (--max-batch, --batch-window-ms), the one place they are set.
+        max_batch: int,
+        window_ms: float,
         max_queue: int = LIMITS["maxQueue"],
         max_adapters: int = LIMITS["maxAdapters"],
     ):
