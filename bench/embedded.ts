@@ -1,7 +1,9 @@
 // The embedded model server against its own bounds: answers/s with 1, 16 and 32 requests in flight,
-// with continuous batching of up to 16 (the default), up to 8, and off (`--max-batch 1`), on the
-// bundled agronomy questions at the demo's maxTokens. Each server is started, warmed up and stopped here.
-//   npx tsx bench/embedded.ts [questions=64]
+// with batches (gathered per window, run to completion) of up to 16 rows (the default), up to 8, and
+// off (`--max-batch 1`), on the bundled agronomy questions at the demo's maxTokens; then sampled
+// answers (n = 4, temperature 0.7) against greedy ones at the same 16 rows per batch. Each server is
+// started, warmed up and stopped here.
+//   npx tsx bench/embedded.ts [questions=64] [--sampling-only]
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,7 +13,10 @@ import { trainerCommand } from '../src/paths';
 import { freePort } from '../src/temporal/devServer';
 import { ROOT, tempDir } from '../test/support/stack';
 
-const N = Number(process.argv[2] ?? 64);
+const N = Number(process.argv.slice(2).find((a) => /^\d+$/.test(a)) ?? 64);
+const SAMPLING_ONLY = process.argv.includes('--sampling-only');
+// --max-batch N: the sampling comparison on a server with another batch size (rows per batch)
+const MAX_BATCH = process.argv.includes('--max-batch') ? process.argv[process.argv.indexOf('--max-batch') + 1] : undefined;
 // The demo's setting: answers are short phrases.
 const MAX_TOKENS = 16;
 const questions = readFileSync(join(ROOT, 'examples', 'agriculture', 'train.jsonl'), 'utf8')
@@ -59,7 +64,8 @@ async function server(extra: string[]) {
   };
 }
 
-async function rate(client: OpenAI, inFlight: number): Promise<{ perSec: number; tokens: number }> {
+/** Answers (choices) per second and generated tokens per second, `inFlight` requests of `n` choices at a time. */
+async function rate(client: OpenAI, inFlight: number, n = 1, temperature = 0): Promise<{ perSec: number; tokens: number }> {
   const limit = pLimit(inFlight);
   let tokens = 0;
   const t0 = performance.now();
@@ -73,21 +79,47 @@ async function rate(client: OpenAI, inFlight: number): Promise<{ perSec: number;
             { role: 'user', content: q },
           ],
           max_tokens: MAX_TOKENS,
-          temperature: 0,
+          temperature,
+          n,
+          seed: 42,
         });
         tokens += r.usage?.completion_tokens ?? 0;
       }),
     ),
   );
   const s = (performance.now() - t0) / 1000;
-  return { perSec: questions.length / s, tokens: tokens / s };
+  return { perSec: (questions.length * n) / s, tokens: tokens / s };
+}
+
+/** Sampled answers against greedy ones at the same rows per batch (16 by default): 16 greedy requests or 4 of n = 4 in flight. */
+async function sampling(): Promise<void> {
+  const s = await server(MAX_BATCH ? ['--max-batch', MAX_BATCH] : []);
+  const rows = Number(MAX_BATCH ?? 16);
+  await rate(s.client, 4); // warm-up
+  const out: string[] = [];
+  for (let rep = 0; rep < 2; rep++) {
+    const greedy = await rate(s.client, rows);
+    const sampled = await rate(s.client, rows / 4, 4, 0.7);
+    const both = await rate(s.client, 2 * rows, 1, 0);
+    out.push(
+      `| ${rep + 1} | ${greedy.perSec.toFixed(2)} | ${sampled.perSec.toFixed(2)} | ${(greedy.perSec / sampled.perSec).toFixed(2)} | ${both.perSec.toFixed(2)} |`,
+    );
+  }
+  s.stop();
+  console.log(`\n${N} questions, maxTokens ${MAX_TOKENS}, ${rows} rows per batch\n`);
+  console.log(
+    `| repeat | greedy answers/s (${rows} × n=1) | sampled answers/s (${rows / 4} × n=4, T=0.7) | greedy ÷ sampled | greedy, ${2 * rows} in flight |\n|---|---:|---:|---:|---:|`,
+  );
+  for (const r of out) console.log(r);
 }
 
 async function main() {
+  await sampling();
+  if (SAMPLING_ONLY) return;
   const rows: string[] = [];
   for (const [label, extra] of [
-    ['continuous batching, up to 16 per step (default)', []],
-    ['up to 8 per step (`--max-batch 8`, the old default)', ['--max-batch', '8']],
+    ['batches of up to 16 rows (default)', []],
+    ['up to 8 rows (`--max-batch 8`, the old default)', ['--max-batch', '8']],
     ['no batching (`--max-batch 1`)', ['--max-batch', '1']],
   ] as const) {
     const s = await server([...extra]);

@@ -54,25 +54,35 @@ function stopProcessGroup(proc?: ChildProcess) {
   }
 }
 
-/** `slearn demo`: the whole job offline on the bundled data, and everything it started stopped at the end. */
-export async function runDemo(opts: { configFile: string; compare: BaselineKind[] }): Promise<void> {
-  const configFile = resolve(opts.configFile);
-  if (!existsSync(configFile)) throw new Error(`${configFile} not found: run the demo from the project root`);
+/** What `startEmbeddedStack` started: a client, the model endpoint, and one call that stops it all. */
+export interface EmbeddedStack {
+  client: Awaited<ReturnType<typeof connect>>;
+  baseUrl: string;
+  uiUrl?: string;
+  stop: () => Promise<void>;
+}
+
+/**
+ * The offline stack of the demo and the benchmarks: the Temporal dev server (unless
+ * TEMPORAL_ADDRESS names one), the embedded model server and a worker for every queue, on free
+ * loopback ports. SIGINT/SIGTERM stop everything it started.
+ */
+export async function startEmbeddedStack(): Promise<EmbeddedStack> {
   mkdirSync(STATE_DIR, { recursive: true });
-  // The demo shows its own progress; the SDK speaks only when something is wrong.
-  installLogger('WARN');
   let server: DevServer | undefined;
   let model: { baseUrl: string; proc: ChildProcess } | undefined;
   const workerStop = new AbortController();
   let worker: Promise<void> | undefined;
   const cleanup = async () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     workerStop.abort();
     await worker?.catch(() => undefined);
     stopProcessGroup(model?.proc);
     await server?.stop();
   };
   const onSignal = () => {
-    console.error('\nstopping everything the demo started…');
+    console.error('\nstopping everything that was started…');
     void cleanup().finally(() => process.exit(130));
   };
   process.once('SIGINT', onSignal);
@@ -92,17 +102,31 @@ export async function runDemo(opts: { configFile: string; compare: BaselineKind[
     console.error(`model server on ${model.baseUrl}`);
     worker = runWorkers({ address, adapterDir, env }, workerStop.signal);
     const client = await connect(env);
-    const overrides = { model: { baseUrl: model.baseUrl } };
+    return { client, baseUrl: model.baseUrl, ...(server ? { uiUrl: server.uiUrl } : {}), stop: cleanup };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+}
+
+/** `slearn demo`: the whole job offline on the bundled data, and everything it started stopped at the end. */
+export async function runDemo(opts: { configFile: string; compare: BaselineKind[] }): Promise<void> {
+  const configFile = resolve(opts.configFile);
+  if (!existsSync(configFile)) throw new Error(`${configFile} not found: run the demo from the project root`);
+  // The demo shows its own progress; the SDK speaks only when something is wrong.
+  installLogger('WARN');
+  const stack = await startEmbeddedStack();
+  try {
+    const { client } = stack;
+    const overrides = { model: { baseUrl: stack.baseUrl } };
     const handle = await startRun(client, configFile, { overrides });
-    console.error(`run ${handle.workflowId} started${server ? `: ${server.uiUrl}/namespaces/default/workflows/${handle.workflowId}` : ''}`);
+    console.error(`run ${handle.workflowId} started${stack.uiUrl ? `: ${stack.uiUrl}/namespaces/default/workflows/${handle.workflowId}` : ''}`);
     const result = await watchRun(client, handle.workflowId);
     const report = await saveReport(result);
     console.log(summaryTable(result, report));
     if (opts.compare.length) await runComparison(client, configFile, result, opts.compare, { overrides });
     console.log(`\nreport: ${report}  (markdown: report.md beside it)`);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await cleanup();
+    await stack.stop();
   }
 }

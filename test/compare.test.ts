@@ -50,7 +50,10 @@ describe('self-learning against the full and random baselines', () => {
 
     const known = world.filter((w) => stableHash(w.question) % 100 < 50).length;
     expect(self.filter!.kept).toBe(48 - known);
-    expect(full.filter!.kept).toBe(48);
+    // Half the known items are the config's fixed retention set: no run trains on them, the baselines neither.
+    const held = self.evaluation!.retention!.total;
+    expect(held).toBe(Math.floor(known / 2));
+    expect(full.filter!.kept).toBe(48 - held);
     expect(random.filter!.kept).toBe(self.filter!.kept);
     // The random subset is a seeded draw over every item, not the unknown ones.
     const store = await openStore(self.store);
@@ -64,6 +67,7 @@ describe('self-learning against the full and random baselines', () => {
       expect(r.evaluation!.items).toBe(self.evaluation!.items);
       expect(r.evaluation!.base).toEqual(self.evaluation!.base);
       expect(r.evaluation!.retention?.total).toBe(self.evaluation!.retention?.total);
+      expect(r.filter!.retention.sha256).toBe(self.filter!.retention.sha256);
       expect(r.promotion).toMatchObject({ promoted: false, reason: expect.stringMatching(/baseline run: compared, never promoted/) });
     }
     expect((await new Registry(store, 'compare').versions()).map((v) => v.runId)).toEqual(['cmp-self']);
@@ -78,7 +82,7 @@ describe('self-learning against the full and random baselines', () => {
       { label: 'random subset', result: random },
     ]);
     expect(data.rows.map((r) => r.label)).toEqual(['self-learning', 'full fine-tuning', 'random subset']);
-    expect(data.rows[1]).toMatchObject({ trainedItems: 48, vsSelf: { fixed: 0, broken: 0, pValue: 1 } });
+    expect(data.rows[1]).toMatchObject({ trainedItems: 48 - held, vsSelf: { fixed: 0, broken: 0, pValue: 1 } });
     const broken = 24 - random.evaluation!.tuned!.correct;
     expect(data.rows[2].vsSelf).toMatchObject({ fixed: 0, broken });
     expect(data.rows[2].vsSelf!.pValue).toBeCloseTo(Math.min(1, 2 * 0.5 ** broken), 6);

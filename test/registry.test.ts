@@ -1,8 +1,9 @@
 /**
  * Recurring adaptation, as a user runs it: a schedule whose runs each re-read the config and the
  * data, adapt the model in service (the registry's `current`), and promote only through the gate.
- * Three runs on a growing dataset: the first promotes; the second, trained with a learning rate
- * that wrecks the adapter, is refused by the gate; the third, with nothing new, ends early. A bad
+ * Runs on a growing dataset: the first promotes; the next, on the same data, finds nothing new;
+ * the one after, trained with a learning rate that wrecks the adapter, is refused by the gate;
+ * then, with nothing new again, one ends early. A bad
  * file in between fails only its run (and pauses the schedule, as asked).
  */
 import { execFile } from 'node:child_process';
@@ -94,6 +95,13 @@ describe('scheduled runs, the model registry and the promotion gate', () => {
     const v1 = await json<ModelVersion>('models', 'show', 'nightly-adapt@1', '--artifacts', store);
     expect(v1).toMatchObject({ version: 1, runId: one.id, decision: { promoted: true } });
 
+    // Right after the promotion, on the same data and settings: the model in service is the one run 1
+    // left, so there is nothing new to learn and nothing is trained.
+    const again = await triggered(seen);
+    expect(again.result).toMatchObject({ status: 'nothing-new' });
+    expect(again.result?.reason).toMatch(new RegExp(`nothing new since run ${one.id}: .*the same current model \\(version 1\\)`));
+    expect(again.result?.train).toBeUndefined();
+
     // The data grows, and someone sets an absurd learning rate; the schedule reads both at its next run.
     appendFileSync(join(dir, 'train.jsonl'), added.map((a) => JSON.stringify(a)).join('\n') + '\n');
     const config = parse(readFileSync(cfg, 'utf8'));
@@ -136,11 +144,18 @@ describe('scheduled runs, the model registry and the promotion gate', () => {
     const history = await json<{ runs: { runId: string; outcome: string }[] }>('models', 'history', 'nightly-adapt', '--artifacts', store);
     expect(history.runs.map((r) => [r.runId, r.outcome])).toEqual([
       [one.id, 'promoted'],
+      [again.id, 'nothing-new'],
       [two.id, 'refused'],
       [three.id, 'nothing-new'],
     ]);
     const described = await json<{ runs: { runId: string; outcome: string }[] }>('schedule', 'describe', 'nightly');
-    expect(described.runs.map((r) => r.outcome)).toEqual(['promoted', 'refused', expect.stringMatching(/invalid dataset|FAILED|train\.jsonl/), 'nothing new']);
+    expect(described.runs.map((r) => r.outcome)).toEqual([
+      'promoted',
+      'nothing new',
+      'refused',
+      expect.stringMatching(/invalid dataset|FAILED|train\.jsonl/),
+      'nothing new',
+    ]);
 
     // A changed setting is something new: on the same data and current model, the next run trains again.
     config.train.learningRate = 0.01;

@@ -13,7 +13,7 @@ import { table } from './output';
 import { localRunDir } from './reports';
 import { watchRun } from './watch';
 
-export type BaselineKind = Baseline['kind'];
+export type BaselineKind = 'full' | 'random';
 
 export function compareCommandOption(): Option {
   return new Option('--compare <baselines>', 'also train baselines on the same answered items and compare: full, random, or full,random').argParser((v) => {
@@ -28,7 +28,7 @@ export function baselineFor(kind: BaselineKind, self: RunResult): Baseline {
   return kind === 'full' ? { kind } : { kind, size: (self.filter?.kept ?? 0) + (self.filter?.replayed ?? 0), seed: 0 };
 }
 
-async function tunedCorrect(r: RunResult): Promise<Map<string, boolean> | undefined> {
+export async function tunedCorrect(r: RunResult): Promise<Map<string, boolean> | undefined> {
   if (!r.evaluation?.tuned) return undefined;
   const store = await openStore(r.store);
   const out = new Map<string, boolean>();

@@ -1,9 +1,11 @@
 import type { ArtifactRef } from '../schemas/artifacts';
-import type { Config, Level } from '../schemas/config';
+import { LEVELS, type Config, type Level } from '../schemas/config';
 import type { Item } from '../schemas/dataset';
 import type { Baseline, FilterResult, Prepared, StepCtx } from '../schemas/run';
 import { fingerprint, once } from '../store/steps';
 import type { Store } from '../store/store';
+import { Registry } from '../registry/registry';
+import type { RetentionSet } from '../schemas/registry';
 import { questionMessages, type ItemGrade } from './answering';
 import type { StepEnv } from './env';
 import { draw, InvalidInput } from './prepare';
@@ -93,31 +95,67 @@ async function* graded(store: Store, prepared: FilterInput['prepared'], grades: 
 }
 
 /**
+ * The config's fixed retention set (see RetentionSetSchema): the one in the registry, or, on the
+ * first run that needs one, the `retentionSample` items (at most half of the candidates) with the
+ * smallest seeded draw among those the model answered right and this run's levels do not train on.
+ */
+async function retentionSet(store: Store, ctx: StepCtx, config: Config, prepared: FilterInput['prepared'], grades: ArtifactRef[]): Promise<RetentionSet> {
+  const f = config.filter;
+  const sample = config.promote.retentionSample;
+  const reg = new Registry(store, config.name);
+  const fixed = await reg.retentionSet(sample, f.seed);
+  if (fixed) return fixed;
+  const chosen = new Smallest<Item>(sample);
+  let candidates = 0;
+  for await (const { item, grade } of graded(store, prepared, grades)) {
+    if (grade.status === 'graded' && grade.greedy?.correct && grade.level && !f.trainOn.includes(grade.level)) {
+      candidates++;
+      chosen.add(draw(f.seed, item.id, 'retention'), item);
+    }
+  }
+  // At most half of the candidates, so that replay (filter.replayFraction) has known items left to mix in.
+  const items = chosen.sorted().slice(0, Math.floor(candidates / 2));
+  const levels = LEVELS.filter((l) => !f.trainOn.includes(l) && l !== 'weaklyKnown' && l !== 'unknown');
+  return reg.fixRetentionSet({
+    items: await store.putJsonl(items),
+    count: items.length,
+    sample,
+    seed: f.seed,
+    drawnFrom: `answered right by the model in service, at levels not trained on (${levels.join(', ') || 'none'})`,
+    runId: ctx.runId,
+    at: new Date().toISOString(),
+  });
+}
+
+/**
  * Drops what the model already knows. The training set is the items at the levels the policy
  * trains on (plus a replayed share of the rest); every item gets a decision with its reason. A
  * baseline selects differently from the same grades: everything (`full`), or a seeded random
- * subset of the same size as self-learning's (`random`). Streams: memory stays O(shard + sample).
+ * subset of the same size as self-learning's (`random`). No run trains on the config's fixed
+ * retention set. Streams: memory stays O(shard + sample).
  */
 export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: FilterInput): Promise<FilterResult> {
   const store = await env.store(ctx.store);
   const config = await loadConfig(store, ctx);
   const f = config.filter;
+  const retention = await retentionSet(store, ctx, config, prepared, grades);
   const fp = fingerprint(
     'filter',
     grades.map((g) => g.sha256),
     f,
     config.answer.systemPrompt,
-    config.promote.retentionSample,
+    retention.items.sha256,
     baseline ?? null,
   );
   const inputs = Object.fromEntries(grades.map((g, i) => [`grades-${i}`, g]));
   return once(store, ctx, 'filter', fp, inputs, async () => {
+    const held = new Set((await store.jsonlAll<Item>(retention.items)).map((i) => i.id));
     // A random baseline takes the `size` gradeable items with the smallest seeded draw.
     let randomCut = Infinity;
     if (baseline?.kind === 'random') {
       const keys = new Smallest<number>(baseline.size);
       for await (const { grade } of graded(store, prepared, grades)) {
-        if (grade.status === 'graded') {
+        if (grade.status === 'graded' && !held.has(grade.id)) {
           const d = draw(baseline.seed, grade.id, 'random');
           keys.add(d, d);
         }
@@ -126,18 +164,19 @@ export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: 
     }
     const trainSet = await store.writer();
     const decisions = await store.writer();
-    const retention = new Smallest<Item>(config.promote.retentionSample);
     const counts = { kept: 0, dropped: 0, ungradeable: 0, replayed: 0 };
     const levels = emptyLevels();
     for await (const { item, grade } of graded(store, prepared, grades)) {
       let { decision, why } = decide(grade, f);
       if (grade.level) levels[grade.level]++;
-      // What the model answered right and self-learning does not train on: asked again after tuning.
-      if (grade.greedy?.correct && decision === 'dropped') retention.add(draw(f.seed, item.id, 'retention'), item);
-      if (baseline && decision !== 'ungradeable') {
+      if (baseline && (baseline.kind === 'full' || baseline.kind === 'random') && decision !== 'ungradeable') {
         const take = baseline.kind === 'full' || draw(baseline.seed, item.id, 'random') <= randomCut;
         decision = take ? 'kept' : 'dropped';
         why = `${baseline.kind} baseline: ${take ? 'selected' : 'not selected'} (self-learning: ${why})`;
+      }
+      if (held.has(item.id) && decision !== 'ungradeable') {
+        decision = 'dropped';
+        why = `${why}; in the fixed retention set: asked again after tuning, never trained on`;
       }
       counts[decision]++;
       if (decision === 'kept' || decision === 'replayed') {
@@ -161,8 +200,7 @@ export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: 
     }
     const trainRef = await trainSet.finish(trainSet.rows);
     const decisionsRef = await decisions.finish(decisions.rows);
-    const retentionRef = await store.putJsonl(retention.sorted());
-    const result: FilterResult = { trainSet: trainRef, decisions: decisionsRef, retention: retentionRef, ...counts, levels };
-    return { outputs: { trainSet: trainRef, decisions: decisionsRef, retention: retentionRef }, result };
+    const result: FilterResult = { trainSet: trainRef, decisions: decisionsRef, retention: retention.items, ...counts, levels };
+    return { outputs: { trainSet: trainRef, decisions: decisionsRef, retention: retention.items }, result };
   });
 }

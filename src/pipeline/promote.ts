@@ -1,7 +1,7 @@
 import { pct } from '../metrics';
 import { Registry } from '../registry/registry';
 import type { Config } from '../schemas/config';
-import type { ModelVersion } from '../schemas/registry';
+import type { ModelVersion, RunRecord } from '../schemas/registry';
 import type { Baseline, EvalResult, FilterResult, ModelUse, Prepared, PromotionDecision, StepCtx, TrainResult } from '../schemas/run';
 import { fingerprint, once } from '../store/steps';
 import { adapterName } from './adapters';
@@ -34,6 +34,15 @@ export function settingsSha(config: Config): string {
   );
 }
 
+/**
+ * The model a run left in service: the version it promoted, else the one it started from. "Nothing
+ * new" compares this, not the model the run started from: a run that promoted version 1 left
+ * version 1, and the next run on the same data would only repeat it.
+ */
+export function leftInService(r: Pick<RunRecord, 'outcome' | 'version' | 'currentVersion'>): number | null {
+  return r.outcome === 'promoted' && r.version !== undefined ? r.version : r.currentVersion;
+}
+
 /** The model in service for this config (the registry's `current`), and whether anything changed since the last run. */
 export async function resolveCurrent(env: StepEnv, { ctx, dataSha }: { ctx: StepCtx; dataSha: string }): Promise<CurrentModel> {
   const store = await env.store(ctx.store);
@@ -46,7 +55,7 @@ export async function resolveCurrent(env: StepEnv, { ctx, dataSha }: { ctx: Step
     // Compared with the last run that did the work: a nothing-new run only repeats what it saw.
     const last = (await reg.runs()).filter((r) => r.runId !== ctx.runId && r.outcome !== 'nothing-new').at(-1);
     const settings = settingsSha(config);
-    const same = last && last.dataSha === dataSha && last.settingsSha === settings && last.currentVersion === (v?.version ?? null);
+    const same = last && last.dataSha === dataSha && last.settingsSha === settings && leftInService(last) === (v?.version ?? null);
     const result: CurrentModel = {
       current,
       ...(same
@@ -108,7 +117,8 @@ export async function promote(env: StepEnv, input: PromoteInput): Promise<Promot
     const base = { runId: ctx.runId, at, dataSha: prepared.dataSha, settingsSha: settingsSha(config), currentVersion: current?.version ?? null };
     let decision: PromotionDecision;
     if (input.baseline) {
-      decision = { promoted: false, reason: `a ${input.baseline.kind} baseline run: compared, never promoted` };
+      const what = input.baseline.kind === 'variant' ? `variant (${input.baseline.label})` : `${input.baseline.kind} baseline`;
+      decision = { promoted: false, reason: `a ${what} run: compared, never promoted` };
     } else if (input.nothingNew) {
       await reg.recordRun({ ...base, outcome: 'nothing-new', reason: input.nothingNew });
       decision = { promoted: false, reason: input.nothingNew };
@@ -133,7 +143,7 @@ export async function promote(env: StepEnv, input: PromoteInput): Promise<Promot
           base: evaluation.base,
           ...(evaluation.current ? { current: evaluation.current } : {}),
           tuned: evaluation.tuned,
-          ...(evaluation.retention ? { retention: evaluation.retention } : {}),
+          ...(evaluation.retention ? { retention: evaluation.retention, retentionSet: input.filter.retention.sha256 } : {}),
           gain: g.gain,
           ...(g.forgetting !== undefined ? { forgetting: g.forgetting } : {}),
           ...(evaluation.vsReference ? { pValue: evaluation.vsReference.pValue } : {}),

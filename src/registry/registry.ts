@@ -1,6 +1,15 @@
 import type { Store } from '../store/store';
 import { runKey } from '../store/steps';
-import { AliasEventSchema, ModelVersionSchema, RunRecordSchema, type AliasEvent, type ModelVersion, type RunRecord } from '../schemas/registry';
+import {
+  AliasEventSchema,
+  ModelVersionSchema,
+  RetentionSetSchema,
+  RunRecordSchema,
+  type AliasEvent,
+  type ModelVersion,
+  type RetentionSet,
+  type RunRecord,
+} from '../schemas/registry';
 
 const pad = (n: number) => String(n).padStart(6, '0');
 const num = (key: string) => Number(/(\d+)\.json$/.exec(key)?.[1] ?? NaN);
@@ -82,6 +91,22 @@ export class Registry {
     const last = (await this.aliasLog()).at(-1);
     if (!last) throw new Error(`${this.name} has no current model to roll back`);
     return this.setCurrent(last.previous, 'rollback', reason);
+  }
+
+  private retentionKey(sample: number, seed: number) {
+    return `${this.prefix}/retention/${sample}-${seed}.json`;
+  }
+
+  /** The fixed retention set for this sample size and seed, if a run has drawn it. */
+  async retentionSet(sample: number, seed: number): Promise<RetentionSet | undefined> {
+    const raw = await this.store.readDoc(this.retentionKey(sample, seed));
+    return raw === undefined ? undefined : RetentionSetSchema.parse(raw);
+  }
+
+  /** Records the set once (create-if-absent): when two runs draw at once, both use the winner's. */
+  async fixRetentionSet(set: RetentionSet): Promise<RetentionSet> {
+    if (await this.store.writeDoc(this.retentionKey(set.sample, set.seed), RetentionSetSchema.parse(set), { ifAbsent: true })) return set;
+    return (await this.retentionSet(set.sample, set.seed))!;
   }
 
   async recordRun(r: RunRecord): Promise<void> {

@@ -24,6 +24,8 @@ export const ModelVersionSchema = z.object({
     current: AccuracySchema.optional(),
     tuned: AccuracySchema,
     retention: AccuracySchema.optional(),
+    /** sha256 of the fixed retention set the retention figure is measured on. */
+    retentionSet: z.string().optional(),
     gain: z.number(),
     forgetting: z.number().optional(),
     pValue: z.number().optional(),
@@ -31,6 +33,24 @@ export const ModelVersionSchema = z.object({
   decision: z.object({ promoted: z.boolean(), reason: z.string() }),
 });
 export type ModelVersion = z.infer<typeof ModelVersionSchema>;
+
+/**
+ * The config's fixed retention set: items the model knew (answered right, not trained on), drawn
+ * once by the first run that needed it and then asked again after every tuning, so every version's
+ * retention is measured on the same items however the dataset grows. Never trained on.
+ */
+export const RetentionSetSchema = z.object({
+  items: ArtifactRefSchema,
+  count: z.number().int().nonnegative(),
+  /** The draw: the `sample` candidates with the smallest seeded draw (filter.seed). */
+  sample: z.number().int().nonnegative(),
+  seed: z.number().int(),
+  /** Which items were candidates, in words (the knowledge levels the first run did not train on). */
+  drawnFrom: z.string(),
+  runId: z.string(),
+  at: z.string(),
+});
+export type RetentionSet = z.infer<typeof RetentionSetSchema>;
 
 /** A move of the `current` alias: by the promotion gate, or by hand (`slearn models promote|rollback`). */
 export const AliasEventSchema = z.object({

@@ -9,7 +9,12 @@ export const MODEL_TASK_QUEUE = 'slearn-model';
 export const ALL_QUEUES = [TASK_QUEUE, TRAIN_TASK_QUEUE, MODEL_TASK_QUEUE] as const;
 
 /** A baseline run trains on another selection of the same answered items (SLearnLLM vs full / random). */
-export type Baseline = { kind: 'full' } | { kind: 'random'; size: number; seed: number };
+/**
+ * A comparison run on the same answers: everything (`full`), a seeded random subset of a given size
+ * (`random`), or the config with other settings (`variant`, through the run's overrides). Compared,
+ * never promoted.
+ */
+export type Baseline = { kind: 'full' } | { kind: 'random'; size: number; seed: number } | { kind: 'variant'; label: string };
 
 /**
  * Everything a run needs. The config file is read (and validated again) by the worker, so a
@@ -85,7 +90,7 @@ export interface ShardResult {
 export interface FilterResult {
   trainSet: ArtifactRef;
   decisions: ArtifactRef;
-  /** A seeded sample of items the model answered right and was not trained on: asked again after tuning. */
+  /** The config's fixed retention set (items the model knew, never trained on): asked again after tuning. */
   retention: ArtifactRef;
   kept: number;
   dropped: number;

@@ -1,12 +1,18 @@
 """The model thread of `serve`: one thread owns the model; everything else queues jobs for it.
 
-The thread takes the next job and, for greedy (temperature 0) requests without response_format,
-waits up to --batch-window-ms for more greedy requests with the same (adapter, max_tokens) and
-runs them as one left-padded `generate` (at most --max-batch prompts). Sampling requests
-(temperature > 0) run alone so that `seed` makes them reproducible. Adapter load/unload run on
-the same thread, between batches, and a generation resolves its adapter there: a request for an
-adapter unloaded while it waited fails (404) instead of running on the base model. Requests for
-the base model run with adapters disabled.
+The thread takes the next job and, for plain-text requests (greedy or sampled), waits up to
+--batch-window-ms for more text requests with the same (adapter, max_tokens) and runs them as one
+left-padded `generate` of at most --max-batch rows (a request for n sampled answers is n rows).
+This is a batch per window, run to completion: a request that arrives while a batch generates
+waits for the next one.
+
+Sampled rows are reproducible whatever else is in the batch: each has a torch.Generator of its
+own, seeded from the request's `seed` and the choice's index, and draws Gumbel noise from it at
+every step (`RowSampling`): argmax(logits / T + Gumbel) is a draw from softmax(logits / T), so
+the batch decodes greedily and each row samples from its own stream. Requests with a JSON schema
+run alone. Adapter load/unload run on the same thread, between batches, and a generation resolves
+its adapter there: a request for an adapter unloaded while it waited fails (404) instead of
+running on the base model. Requests for the base model run with adapters disabled.
 
 At most --max-queue generations wait; one more is refused with 429 and a Retry-After estimated
 from the recent service time. A job cancelled before the thread reaches it (its client left) is
@@ -18,6 +24,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import hashlib
 import logging
 import math
 import random
@@ -44,9 +51,72 @@ class Job:
     @property
     def batch_key(self):
         r = self.req
-        if self.kind != "gen" or r.temperature > 0 or r.rf_kind != "text":
+        if self.kind != "gen" or r.rf_kind != "text":
             return None
         return (self.adapter, r.max_tokens)
+
+    @property
+    def rows(self) -> int:
+        """Rows this job takes in a batch: one greedy row (its n choices are the same), or n samples."""
+        r = self.req
+        return r.n if r.temperature > 0 else 1
+
+
+@dataclass(frozen=True)
+class Row:
+    """One sequence of a batch: its prompt and how its next token is chosen."""
+
+    prompt_ids: list
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+
+def row_seed(seed: int, choice: int) -> int:
+    """The generator seed of choice `choice` of a request with `seed` (decorrelated, 63 bits)."""
+    digest = hashlib.sha256(f"{seed}:{choice}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+class RowSampling:
+    """A logits processor that samples each row from a generator of its own, under greedy decoding.
+
+    For a sampled row it scales the logits by 1/T, removes the tail outside top-p, and adds Gumbel
+    noise drawn from the row's generator; `generate` then takes the argmax, which is a draw from
+    the row's softmax. Greedy rows are left as they are. A row's draws depend only on its seed and
+    the step, never on the other rows of the batch.
+    """
+
+    def __init__(self, rows: list[Row], device):
+        import torch
+
+        self.rows = rows
+        self.generators = []
+        for r in rows:
+            g = None
+            if r.temperature > 0:
+                g = torch.Generator(device="cpu")
+                g.manual_seed(r.seed)
+            self.generators.append(g)
+        self.device = device
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        for i, (r, g) in enumerate(zip(self.rows, self.generators, strict=True)):
+            if g is None:
+                continue
+            logits = scores[i].float() / r.temperature
+            if r.top_p < 1.0:
+                order = torch.argsort(logits, descending=True)
+                probs = torch.softmax(logits[order], dim=-1)
+                # keep the smallest prefix whose mass reaches top_p (the first token always stays)
+                drop = torch.cumsum(probs, dim=-1) - probs >= r.top_p
+                logits[order[drop]] = -math.inf
+            u = torch.rand(logits.shape, generator=g).clamp_(min=1e-20, max=1.0 - 1e-7)
+            gumbel = -torch.log(-torch.log(u)).to(logits.device)
+            scores[i] = (logits + gumbel).to(scores.dtype)
+        return scores
 
 
 class Engine:
@@ -82,6 +152,8 @@ class Engine:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[0]
         self.max_ctx = int(getattr(model.config, "max_position_embeddings", 8192))
         self._vocab = None
+        # what the batching did: batches run, their widest (rows and requests), for /health and tests
+        self.stats = {"batches": 0, "rows": 0, "maxRows": 0, "maxRequests": 0}
         self.thread = threading.Thread(target=self._loop, name="model", daemon=True)
         self.thread.start()
 
@@ -139,17 +211,20 @@ class Engine:
             return job
 
     def _gather(self, first: Job) -> list[Job]:
-        """`first` and, within the batch window, queued greedy jobs with the same batch key."""
+        """`first` and, within the batch window, queued text jobs with the same batch key, up to
+        --max-batch rows (a first job of more rows runs alone)."""
         batch, key = [first], first.batch_key
         if key is None:
             return batch
+        rows = first.rows
         deadline, skipped = time.monotonic() + self.window, 0
-        while len(batch) < self.max_batch:
+        while rows < self.max_batch:
             nxt = self._take(max(0.0, deadline - time.monotonic()), skip=skipped)
             if nxt is None:
                 break
-            if nxt.batch_key == key:
+            if nxt.batch_key == key and rows + nxt.rows <= self.max_batch:
                 batch.append(nxt)
+                rows += nxt.rows
             else:  # leave it where it was, in order
                 with self.cv:
                     self.q.insert(skipped, nxt)
@@ -217,39 +292,34 @@ class Engine:
         self.model.set_adapter(name)
         return contextlib.nullcontext()
 
-    def _generate(self, prompts, max_new, sample, temperature, top_p, num_return):
-        """Left-padded batched generate. Returns per prompt a list of (token_ids, finish_reason)."""
+    def _generate(self, rows: list[Row], max_new: int):
+        """One left-padded batched generate over `rows`. Returns per row (token_ids, finish_reason)."""
         import torch
+        from transformers import LogitsProcessorList
 
-        width = max(len(p) for p in prompts)
-        inp = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
-        att = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        kw = (
-            {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-            if sample
-            else {"do_sample": False}
-        )
+        width = max(len(r.prompt_ids) for r in rows)
+        padded = [([self.pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids, width - len(r.prompt_ids)) for r in rows]
+        inp = torch.tensor([ids for ids, _ in padded], device=self.device)
+        att = torch.tensor([[0] * pad + [1] * (width - pad) for _, pad in padded], device=self.device)
+        sampling = any(r.temperature > 0 for r in rows)
         out = self.model.generate(
             input_ids=inp,
             attention_mask=att,
             max_new_tokens=max_new,
-            num_return_sequences=num_return,
+            do_sample=False,  # sampled rows draw in RowSampling; the argmax is their sample
+            logits_processor=LogitsProcessorList([RowSampling(rows, self.device)]) if sampling else None,
             pad_token_id=self.pad_id,
             eos_token_id=self.eos_ids,
-            **kw,
         )
         res = []
-        for i in range(len(prompts)):
-            choices = []
-            for k in range(num_return):
-                seq = out[i * num_return + k, width:].tolist()
-                finish = "length"
-                for pos, t in enumerate(seq):
-                    if t in self.eos_ids:
-                        seq, finish = seq[:pos], "stop"
-                        break
-                choices.append((seq, finish))
-            res.append(choices)
+        for i in range(len(rows)):
+            seq = out[i, width:].tolist()
+            finish = "length"
+            for pos, t in enumerate(seq):
+                if t in self.eos_ids:
+                    seq, finish = seq[:pos], "stop"
+                    break
+            res.append((seq, finish))
         return res
 
     def _finish_text(self, ids, finish, stop):
@@ -260,46 +330,66 @@ class Engine:
                 text, finish = text[:k], "stop"
         return text, finish
 
-    def _run_gen(self, batch: list[Job]):
-        import torch
+    def _rows(self, job: Job) -> list[Row]:
+        r = job.req
+        if r.temperature == 0:
+            return [Row(job.prompt_ids)]
+        seed = r.seed if r.seed is not None else random.randrange(2**31)
+        return [Row(job.prompt_ids, r.temperature, r.top_p, row_seed(seed, k)) for k in range(r.n)]
 
-        r0 = batch[0].req
+    def _run_gen(self, batch: list[Job]):
         with self._with_adapter(batch[0].adapter):
-            if len(batch) > 1 or (r0.temperature == 0 and r0.rf_kind == "text"):
-                # greedy group: one generate, replicate for n > 1 (greedy choices are identical)
-                gens = self._generate([j.prompt_ids for j in batch], r0.max_tokens, False, 1.0, 1.0, 1)
-                out = []
-                for j, g in zip(batch, gens, strict=True):
-                    ids, finish = g[0]
-                    text, finish = self._finish_text(ids, finish, j.req.stop)
-                    out.append(([(text, finish, len(ids))] * j.req.n, len(j.prompt_ids)))
-                return out
-            j = batch[0]
-            r = j.req
-            seed = r.seed if r.seed is not None else random.randrange(2**31)
-            torch.manual_seed(seed)
-            rng = random.Random(seed)
-            props = structured.flat_properties(r.schema) if r.rf_kind == "json_schema" else None
-            if props:
-                if self._vocab is None:
-                    self._vocab = structured.VocabSets(self.tok)
-                sg = structured.StructuredGenerator(lambda: self.model, self.tok, self._vocab)
-                choices = []
-                for _ in range(r.n):
-                    text = sg.build(j.prompt_ids, props, r.temperature, r.top_p, rng)
-                    choices.append((text, "stop", len(self.tok.encode(text, add_special_tokens=False))))
-                return [(choices, len(j.prompt_ids))]
-            if r.temperature > 0:
-                gens = self._generate([j.prompt_ids], r.max_tokens, True, r.temperature, r.top_p, r.n)[0]
-            else:
-                gens = self._generate([j.prompt_ids], r.max_tokens, False, 1.0, 1.0, 1)[0] * r.n
+            if batch[0].req.rf_kind == "text":
+                return self._run_text(batch)
+            return [self._run_structured(batch[0])]
+
+    def _run_text(self, batch: list[Job]):
+        """Greedy and sampled text requests in one generate: one row per greedy request (its n
+        choices are identical), one row per sampled choice."""
+        per_job = [self._rows(j) for j in batch]
+        n_rows = sum(len(r) for r in per_job)
+        st = self.stats
+        st["batches"] += 1
+        st["rows"] += n_rows
+        st["maxRows"] = max(st["maxRows"], n_rows)
+        st["maxRequests"] = max(st["maxRequests"], len(batch))
+        gens = iter(self._generate([row for rows in per_job for row in rows], batch[0].req.max_tokens))
+        out = []
+        for j, rows in zip(batch, per_job, strict=True):
             choices = []
-            for ids, finish in gens:
-                text, finish = self._finish_text(ids, finish, r.stop)
-                if r.rf_kind != "text":
-                    text = structured.extract_json(text)
+            for _ in rows:
+                ids, finish = next(gens)
+                text, finish = self._finish_text(ids, finish, j.req.stop)
                 choices.append((text, finish, len(ids)))
-            return [(choices, len(j.prompt_ids))]
+            if j.req.temperature == 0:
+                choices = choices * j.req.n
+            out.append((choices, len(j.prompt_ids)))
+        return out
+
+    def _run_structured(self, j: Job):
+        """A request with response_format: a flat object schema decoded under its constraints,
+        anything else generated and its JSON extracted."""
+        r = j.req
+        seed = r.seed if r.seed is not None else random.randrange(2**31)
+        props = structured.flat_properties(r.schema) if r.rf_kind == "json_schema" else None
+        if props:
+            if self._vocab is None:
+                self._vocab = structured.VocabSets(self.tok)
+            sg = structured.StructuredGenerator(lambda: self.model, self.tok, self._vocab)
+            rng = random.Random(seed)
+            choices = []
+            for _ in range(r.n):
+                text = sg.build(j.prompt_ids, props, r.temperature, r.top_p, rng)
+                choices.append((text, "stop", len(self.tok.encode(text, add_special_tokens=False))))
+            return (choices, len(j.prompt_ids))
+        rows = self._rows(j)
+        choices = []
+        for ids, finish in self._generate(rows, r.max_tokens):
+            text, finish = self._finish_text(ids, finish, r.stop)
+            choices.append((structured.extract_json(text), finish, len(ids)))
+        if r.temperature == 0:
+            choices = choices * r.n
+        return (choices, len(j.prompt_ids))
 
     # -- adapters (run on the model thread via control(), so they never race a generation)
     def load_adapter(self, name: str, path: str):

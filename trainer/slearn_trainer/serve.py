@@ -165,7 +165,12 @@ def create_app(
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": engine.served_name, "adapters": sorted(engine.adapters)}
+        return {
+            "status": "ok",
+            "model": engine.served_name,
+            "adapters": sorted(engine.adapters),
+            "batching": dict(engine.stats),
+        }
 
     @app.get("/v1/models")
     async def models():

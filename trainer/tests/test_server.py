@@ -70,6 +70,32 @@ def test_concurrent_requests_are_batched_safely(tiny):
     assert [text(b) for _, b in res] == alone  # batching (left padding) changes no answer
 
 
+def test_sampled_answers_are_the_same_whatever_the_batch(tiny_server):
+    """A sampled request's answers depend on its seed only: alone, or batched with greedy and other
+    sampled requests of other lengths, it gets the same choices (each row has its own generator)."""
+    srv = tiny_server("--batch-window-ms", "400", "--max-batch", "16")
+    sampled = [("Name a fruit.", 5), ("What is the capital of Italy? Answer in one word.", 6), (PROBE, 5)]
+    greedy = ["What is 2+2?", "Say hello to everyone in the room."]
+
+    def go(q, seed=None):
+        kw = {"n": 3, "temperature": 0.9, "seed": seed} if seed is not None else {}
+        s, b = ask(srv, q=q, **kw)
+        assert s == 200, b
+        return [c["message"]["content"] for c in b["choices"]]
+
+    alone = [go(q, seed) for q, seed in sampled] + [go(q) for q in greedy]
+    assert srv.request("GET", "/health")[1]["batching"]["maxRequests"] == 1
+    jobs = [(q, seed) for q, seed in sampled] + [(q, None) for q in greedy]
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as ex:
+        together = list(ex.map(lambda j: go(*j), jobs))
+    assert together == alone
+    # they did run as one batch: 3 requests x 3 samples + 2 greedy rows
+    stats = srv.request("GET", "/health")[1]["batching"]
+    assert stats["maxRequests"] > 1 and stats["maxRows"] > 3, stats
+    # another seed, other samples; the same seed on another prompt is not the same stream
+    assert go(sampled[0][0], 99) != alone[0]
+
+
 def test_json_schema_output_validates(tiny):
     schema = {
         "type": "object",
