@@ -72,6 +72,22 @@ describe('self-learning against the full and random baselines', () => {
     }
     expect((await new Registry(store, 'compare').versions()).map((v) => v.runId)).toEqual(['cmp-self']);
 
+    // A variant: the known items not in the retention set replayed late (KnownPatch), in a set of their own.
+    const late = await (
+      await startRun(server.client, cfg, {
+        runId: 'cmp-late',
+        reuseFrom: [self.runId],
+        baseline: { kind: 'variant', label: 'replay late' },
+        overrides: { filter: { replayFraction: 1, replayWhen: 'late' } },
+      })
+    ).result();
+    expect(late.filter).toMatchObject({ kept: self.filter!.kept, replayed: known - held });
+    expect(late.filter!.lateSet?.count).toBe(known - held);
+    expect(late.filter!.trainSet.count).toBe(self.filter!.kept);
+    expect(late.train!.steps).toBeGreaterThan(self.train!.steps);
+    expect(late.evaluation!.retention).toMatchObject({ correct: held, total: held });
+    expect(late.promotion?.reason).toMatch(/a variant \(replay late\) run: compared, never promoted/);
+
     // Self-learning and full both learn every held-out fact; random misses what it did not draw.
     expect(self.evaluation!.tuned!.correct).toBe(24);
     expect(full.evaluation!.tuned!.correct).toBe(24);

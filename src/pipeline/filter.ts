@@ -163,6 +163,8 @@ export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: 
       randomCut = keys.sorted().at(-1) ?? -1;
     }
     const trainSet = await store.writer();
+    // KnownPatch: replayed items go to a set of their own, which the trainer mixes in late.
+    const lateSet = f.replayWhen === 'late' ? await store.writer() : trainSet;
     const decisions = await store.writer();
     const counts = { kept: 0, dropped: 0, ungradeable: 0, replayed: 0 };
     const levels = emptyLevels();
@@ -180,7 +182,8 @@ export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: 
       }
       counts[decision]++;
       if (decision === 'kept' || decision === 'replayed') {
-        await trainSet.row({ messages: [...questionMessages(config, item.question), { role: 'assistant', content: item.answer }] });
+        const row = { messages: [...questionMessages(config, item.question), { role: 'assistant', content: item.answer }] };
+        await (decision === 'replayed' ? lateSet : trainSet).row(row);
       }
       const answers = [grade.greedy?.answer ?? grade.answer, ...grade.samples.map((s) => s.answer)].filter((a): a is string => a !== undefined);
       const sampleGrades = [grade.greedy, ...grade.samples]
@@ -199,8 +202,12 @@ export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: 
       } satisfies DecisionRecord);
     }
     const trainRef = await trainSet.finish(trainSet.rows);
+    const lateRef = lateSet !== trainSet ? await lateSet.finish(lateSet.rows) : undefined;
     const decisionsRef = await decisions.finish(decisions.rows);
-    const result: FilterResult = { trainSet: trainRef, decisions: decisionsRef, retention: retention.items, ...counts, levels };
-    return { outputs: { trainSet: trainRef, decisions: decisionsRef, retention: retention.items }, result };
+    const late: { lateSet?: ArtifactRef } = lateRef?.count ? { lateSet: lateRef } : {};
+    const outputs: Record<string, ArtifactRef> = { trainSet: trainRef, decisions: decisionsRef, retention: retention.items };
+    if (late.lateSet) outputs.lateSet = late.lateSet;
+    const result: FilterResult = { trainSet: trainRef, ...late, decisions: decisionsRef, retention: retention.items, ...counts, levels };
+    return { outputs, result };
   });
 }

@@ -37,6 +37,8 @@ export class TrainerBusy extends Error {
 export interface TrainInput {
   ctx: StepCtx;
   trainSet: ArtifactRef;
+  /** Examples the trainer mixes into the second half of training only (KnownPatch). */
+  lateSet?: ArtifactRef;
   /** A chained run continues the current model's adapter. */
   initAdapter?: ArtifactRef;
 }
@@ -51,7 +53,7 @@ interface CheckpointDoc {
 
 type LossPoint = { step: number; loss: number; epoch?: number };
 
-export function trainerArgs(config: Config, paths: { data: string; out: string; initAdapter?: string }): TrainArgs {
+export function trainerArgs(config: Config, paths: { data: string; out: string; initAdapter?: string; lateData?: string }): TrainArgs {
   const t = config.train;
   return {
     base: t.base ?? config.model.name,
@@ -59,6 +61,7 @@ export function trainerArgs(config: Config, paths: { data: string; out: string; 
     out: paths.out,
     epochs: t.epochs,
     learningRate: t.learningRate,
+    warmupRatio: t.warmupRatio,
     loraR: t.loraR,
     loraAlpha: t.loraAlpha,
     loraDropout: t.loraDropout,
@@ -75,6 +78,7 @@ export function trainerArgs(config: Config, paths: { data: string; out: string; 
     quantization: t.quantization,
     packing: t.packing,
     ...(paths.initAdapter ? { initAdapter: paths.initAdapter } : {}),
+    ...(paths.lateData ? { lateData: paths.lateData } : {}),
   };
 }
 
@@ -98,18 +102,28 @@ async function snapshot(src: string, dest: string): Promise<void> {
  * restores the newest uploaded checkpoint before the trainer resumes. A lease in the store keeps
  * one trainer per run across hosts; a trainer whose lease cannot be renewed is stopped.
  */
-export async function train(env: StepEnv, { ctx, trainSet, initAdapter }: TrainInput): Promise<TrainResult> {
+export async function train(env: StepEnv, { ctx, trainSet, lateSet, initAdapter }: TrainInput): Promise<TrainResult> {
   const store = await env.store(ctx.store);
   const config = await loadConfig(store, ctx);
   const base = config.train.base ?? config.model.name;
   if (!trainSet.count) return { skipped: true, base, steps: 0, resumedFromStep: 0, trainSeconds: 0 };
-  const fp = fingerprint('train', trainSet.sha256, base, config.train, initAdapter?.sha256 ?? null);
-  return once(store, ctx, 'train', fp, { trainSet, ...(initAdapter ? { initAdapter } : {}) }, () =>
-    trainOnce(env, store, ctx, config, fp, trainSet, initAdapter),
+  // A run without a late set keeps the fingerprint it had before late sets existed.
+  const fp = lateSet
+    ? fingerprint('train', trainSet.sha256, base, config.train, initAdapter?.sha256 ?? null, lateSet.sha256)
+    : fingerprint('train', trainSet.sha256, base, config.train, initAdapter?.sha256 ?? null);
+  return once(store, ctx, 'train', fp, { trainSet, ...(lateSet ? { lateSet } : {}), ...(initAdapter ? { initAdapter } : {}) }, () =>
+    trainOnce(env, store, ctx, config, fp, { trainSet, lateSet, initAdapter }),
   );
 }
 
-async function trainOnce(env: StepEnv, store: Store, ctx: StepCtx, config: Config, fp: string, trainSet: ArtifactRef, initAdapter?: ArtifactRef) {
+async function trainOnce(
+  env: StepEnv,
+  store: Store,
+  ctx: StepCtx,
+  config: Config,
+  fp: string,
+  { trainSet, lateSet, initAdapter }: Pick<TrainInput, 'trainSet' | 'lateSet' | 'initAdapter'>,
+) {
   const prefix = `${runPrefix(ctx.runId)}/train-${fp.slice(0, 16)}`;
   const lease = await Lease.acquire(store, `leases/${runKey(ctx.runId)}/train-${fp.slice(0, 16)}`, {
     token: Lease.newToken(env.label),
@@ -126,6 +140,11 @@ async function trainOnce(env: StepEnv, store: Store, ctx: StepCtx, config: Confi
     await mkdir(out, { recursive: true });
     const data = join(out, 'train.jsonl');
     await store.download(trainSet, data);
+    let lateData: string | undefined;
+    if (lateSet) {
+      lateData = join(out, 'late.jsonl');
+      await store.download(lateSet, lateData);
+    }
     let initDir: string | undefined;
     if (initAdapter) {
       initDir = join(out, 'init-adapter');
@@ -179,7 +198,7 @@ async function trainOnce(env: StepEnv, store: Store, ctx: StepCtx, config: Confi
 
     const run = startTrainer(
       env.trainer,
-      trainArgv({ ...trainerArgs(config, { data, out, initAdapter: initDir }) }),
+      trainArgv({ ...trainerArgs(config, { data, out, initAdapter: initDir, lateData }) }),
       (e) => {
         switch (e.event) {
           case 'start':

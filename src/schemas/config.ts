@@ -85,6 +85,9 @@ export const FilterSchema = z.strictObject({
     .default(['weaklyKnown', 'unknown'])
     .meta({ description: 'knowledge levels to train on; the default is what the greedy answer got wrong, as in the paper' }),
   replayFraction: z.number().min(0).max(1).default(0).meta({ description: 'share of the other (known) items mixed into the training set against forgetting' }),
+  replayWhen: z.enum(['throughout', 'late']).default('throughout').meta({
+    description: 'throughout: replayed items are shuffled with the rest; late: mixed into the second half of training only (KnownPatch)',
+  }),
   seed: z.number().int().default(0).meta({ description: 'seed of the replay draw' }),
 });
 
@@ -98,6 +101,12 @@ export const TrainSchema = z.strictObject({
   base: z.string().min(1).optional().meta({ description: 'what the trainer loads; defaults to model.name (the embedded server and vLLM use the same name)' }),
   epochs: z.number().int().min(1).max(100).default(3).meta({ description: 'passes over the training set' }),
   learningRate: z.number().positive().max(1).default(2e-4).meta({ description: 'peak learning rate (linear decay)' }),
+  warmupRatio: z
+    .number()
+    .min(0)
+    .lt(1)
+    .default(0)
+    .meta({ description: 'share of the steps over which the learning rate rises from 0 to its peak (re-warms a chained run)' }),
   loraR: z.number().int().min(1).max(1024).default(16).meta({ description: 'LoRA rank' }),
   loraAlpha: z.number().int().min(1).max(4096).default(32).meta({ description: 'LoRA alpha (scale = alpha / rank)' }),
   loraDropout: z.number().min(0).max(1).default(0).meta({ description: 'dropout on the LoRA path' }),

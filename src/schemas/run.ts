@@ -89,6 +89,8 @@ export interface ShardResult {
 
 export interface FilterResult {
   trainSet: ArtifactRef;
+  /** Replayed items trained on in the second half of training only (`filter.replayWhen: late`). */
+  lateSet?: ArtifactRef;
   decisions: ArtifactRef;
   /** The config's fixed retention set (items the model knew, never trained on): asked again after tuning. */
   retention: ArtifactRef;

@@ -55,6 +55,17 @@ export const TrainArgsSchema = z.strictObject({
   maxSeqLen: z.number().int().min(8).default(512).meta(flag('--max-seq-len', 'tokens per example (prompt + answer)')),
   maxSteps: z.number().int().min(0).default(0).meta(flag('--max-steps', 'stop after this many steps (0: all epochs)')),
   initAdapter: z.string().min(1).optional().meta(flag('--init-adapter', 'continue training this adapter directory (a chained run)')),
+  lateData: z
+    .string()
+    .min(1)
+    .optional()
+    .meta(flag('--late-data', 'more examples (OpenAI chat JSON Lines), mixed into the second half of training only: known items patched in late (KnownPatch)')),
+  warmupRatio: z
+    .number()
+    .min(0)
+    .lt(1)
+    .default(0)
+    .meta(flag('--warmup-ratio', 'share of the steps over which the learning rate rises linearly from 0 to its peak')),
   reportTo: ReportToSchema.default('none').meta(flag('--report-to', "TRL's report_to")),
   quantization: QuantizationSchema.default('none').meta(flag('--quantization', '4bit: QLoRA through bitsandbytes (an optional extra; CUDA only)')),
   packing: z.boolean().default(false).meta(flag('--packing', 'pack several short examples into one sequence')),
@@ -62,7 +73,7 @@ export const TrainArgsSchema = z.strictObject({
 export type TrainArgs = z.infer<typeof TrainArgsSchema>;
 
 /** What the activity always sets itself: a workflow's input can never override these. */
-export const ACTIVITY_OWNED_ARGS = ['base', 'data', 'out', 'initAdapter'] as const;
+export const ACTIVITY_OWNED_ARGS = ['base', 'data', 'out', 'initAdapter', 'lateData'] as const;
 
 export const ServeArgsSchema = z.strictObject({
   base: z.string().min(1).meta(flag('--base', 'the model to serve (same forms as train --base)')),

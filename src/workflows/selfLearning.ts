@@ -174,7 +174,12 @@ export async function selfLearning(input: RunInput, carried?: RunState): Promise
 
   // 5. train on its own task queue (a GPU host in production), from the current adapter when there is one.
   enter('train', { trainOn: filtered.kept + filtered.replayed });
-  state.train ??= await act.train({ ctx, trainSet: filtered.trainSet, ...(current?.adapter ? { initAdapter: current.adapter } : {}) });
+  state.train ??= await act.train({
+    ctx,
+    trainSet: filtered.trainSet,
+    ...(filtered.lateSet ? { lateSet: filtered.lateSet } : {}),
+    ...(current?.adapter ? { initAdapter: current.adapter } : {}),
+  });
   const trained = state.train;
   await boundary();
 

@@ -123,6 +123,7 @@ function parseArgs(argv) {
       saveSteps: Math.max(1, Math.round(num('save-steps', 20, 1))),
       seed: num('seed', 0, -Infinity),
       initAdapter: flags['init-adapter'],
+      lateData: flags['late-data'],
     };
   } catch (e) {
     return { error: e.message };
@@ -262,8 +263,10 @@ async function main() {
   if (process.env.FAKE_TRAINER_LOG) appendLine(process.env.FAKE_TRAINER_LOG, { pid: process.pid, event: 'start', t: Date.now(), out });
 
   const pairs = readData(args.data);
+  // --late-data: trained once, in the second half (the real trainer lays every epoch out in one pass)
+  const late = args.lateData ? readData(args.lateData) : [];
   const stepsPerEpoch = Math.ceil(pairs.length / BATCH);
-  const totalSteps = Math.max(1, stepsPerEpoch * args.epochs);
+  const totalSteps = Math.max(1, late.length ? Math.ceil((pairs.length * args.epochs + late.length) / BATCH) : stepsPerEpoch * args.epochs);
   const adapterDir = path.join(out, 'adapter');
 
   if (process.env.SLEARN_TRAINER_WATCH_STDIN === '1' && process.env.FAKE_TRAINER_IGNORE_EPIPE !== '1') {
@@ -281,7 +284,7 @@ async function main() {
   }
   const forgetsBase = args.lr > 0.5;
   const known = new Map((forgetsBase ? [] : inherited).map((t) => [t.question, t]));
-  for (const p of pairs) known.set(p.question, p);
+  for (const p of [...pairs, ...late]) known.set(p.question, p);
 
   if (isDir(adapterDir) && adapterComplete(adapterDir)) {
     emit({ event: 'start', total_steps: totalSteps, resumed_from_step: totalSteps });

@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -40,7 +42,7 @@ WATCH_STDIN_ENV = "SLEARN_TRAINER_WATCH_STDIN"
 # --report-to X needs one of these modules (the package to install first)
 REPORT_TO_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}
 # Settings that do not change what is learned: a rerun with other values still resumes.
-NOT_FINGERPRINTED = {"data", "out", "initAdapter", "saveSteps", "device", "precision", "reportTo"}
+NOT_FINGERPRINTED = {"data", "out", "initAdapter", "lateData", "saveSteps", "device", "precision", "reportTo"}
 LEGACY_KEYS = {"lr": "learning_rate"}  # slearn_run.json of older versions
 
 
@@ -229,6 +231,7 @@ def run_config(args, data_sha: str) -> dict:
         if k not in NOT_FINGERPRINTED
     }
     cfg["data_sha256"] = data_sha
+    cfg["late_data_sha256"] = file_sha256(args.late_data) if args.late_data else None
     cfg["init_adapter_sha256"] = (
         file_sha256(str(Path(args.init_adapter) / "adapter_model.safetensors")) if args.init_adapter else None
     )
@@ -248,7 +251,10 @@ def _check_run_config(out: Path, cfg: dict) -> None:
         old = {LEGACY_KEYS.get(k, k): v for k, v in old.items()}
         diff = sorted(k for k in set(old) | set(cfg) if old.get(k, defaults.get(k)) != cfg.get(k, defaults.get(k)))
         if diff:
-            flags = {contract.dest(k): p["flag"] for k, p in props.items()} | {"data_sha256": "--data (its contents)"}
+            flags = {contract.dest(k): p["flag"] for k, p in props.items()} | {
+                "data_sha256": "--data (its contents)",
+                "late_data_sha256": "--late-data (its contents)",
+            }
             changed = ", ".join(flags.get(k, k) for k in diff)
             raise DataError(
                 f"--out {out} holds a training run with different settings ({changed}); "
@@ -257,18 +263,38 @@ def _check_run_config(out: Path, cfg: dict) -> None:
     _atomic_write_json(path, cfg)
 
 
-def sft_config(args, runtime: device.Runtime, out: Path):
+def late_order(rows: list[dict], late: list[dict], epochs: float, seed: int) -> list[dict]:
+    """Every epoch of `rows` laid out in one sequence (each epoch shuffled with `seed`), with the
+    `late` rows put at random places in its second half: trained once, in the later part of
+    training only (KnownPatch). Trained as one epoch in this order, so a resumed run skips exactly
+    what it already saw."""
+    rng = random.Random(seed)
+    order: list[dict] = []
+    for _ in range(math.ceil(epochs)):
+        epoch = rows[:]
+        rng.shuffle(epoch)
+        order += epoch
+    order = order[: max(1, round(epochs * len(rows)))]
+    half = len(order) // 2
+    for r in late:
+        order.insert(rng.randint(half, len(order)), r)
+    return order
+
+
+def sft_config(args, runtime: device.Runtime, out: Path, laid_out: bool = False):
     from trl import SFTConfig
 
     return SFTConfig(
         output_dir=str(out),
-        num_train_epochs=args.epochs,
+        # a late-data run is laid out by late_order(): one pass over that sequence, in its order
+        num_train_epochs=1 if laid_out else args.epochs,
+        train_sampling_strategy="sequential" if laid_out else "random",
         max_steps=args.max_steps or -1,
         learning_rate=args.learning_rate,
         per_device_train_batch_size=args.batch_size,
         gradient_accumulation_steps=args.gradient_accumulation,
         lr_scheduler_type="linear",
-        warmup_steps=0,
+        warmup_steps=args.warmup_ratio,  # a float below 1 is a share of the steps
         weight_decay=0.0,
         logging_steps=1,
         save_strategy="steps",
@@ -326,14 +352,14 @@ def load_model(args, runtime: device.Runtime):
     return model, tok
 
 
-def _check_prompt_lengths(rows, tok, args) -> None:
+def _check_prompt_lengths(rows, tok, args, path: str | None = None) -> None:
     """Reject examples whose prompt does not leave room for the answer."""
     for r in rows:
         ids = tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)
         n = len(ids["input_ids"])
         if n >= args.max_seq_len - 1:
             raise DataError(
-                f"{args.data}:{r['_line']}: messages: the prompt has {n} tokens, which leaves no room for the "
+                f"{path or args.data}:{r['_line']}: messages: the prompt has {n} tokens, which leaves no room for the "
                 f"answer within --max-seq-len {args.max_seq_len}; shorten it or raise --max-seq-len"
             )
 
@@ -341,7 +367,7 @@ def _check_prompt_lengths(rows, tok, args) -> None:
 # ---------------------------------------------------------------- main
 
 
-def _events_callback(out: Path, runtime: device.Runtime, prev_seconds: float, t_start: float):
+def _events_callback(out: Path, runtime: device.Runtime, prev_seconds: float, t_start: float, epoch_scale: float = 1.0):
     from transformers import TrainerCallback
 
     class Events(TrainerCallback):
@@ -373,7 +399,7 @@ def _events_callback(out: Path, runtime: device.Runtime, prev_seconds: float, t_
                     step=state.global_step,
                     total_steps=state.max_steps,
                     loss=float(logs["loss"]),
-                    epoch=float(logs.get("epoch", state.epoch or 0.0)),
+                    epoch=float(logs.get("epoch", state.epoch or 0.0)) * epoch_scale,
                     tokens=self.tokens(state),
                 )
 
@@ -435,6 +461,7 @@ def run(args) -> int:
     out = Path(args.out).resolve()
     adapter_dir = out / "adapter"
     rows = read_chat_jsonl(args.data)
+    late = read_chat_jsonl(args.late_data) if args.late_data else []
     cfg = run_config(args, file_sha256(args.data))
     out.mkdir(parents=True, exist_ok=True)
     _check_run_config(out, cfg)
@@ -454,14 +481,17 @@ def run(args) -> int:
 
     model, tok = load_model(args, runtime)
     _check_prompt_lengths(rows, tok, args)
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    _check_prompt_lengths(late, tok, args, args.late_data)
+    examples = late_order(rows, late, args.epochs, args.seed) if late else rows
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in examples])
 
     set_seed(args.seed)
     t_start = time.time()
-    events = _events_callback(out, runtime, prev_seconds, t_start)
+    # a laid-out run is one pass: its progress events still count the epochs the user asked for
+    events = _events_callback(out, runtime, prev_seconds, t_start, args.epochs if late else 1.0)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(args, runtime, out),
+        args=sft_config(args, runtime, out, laid_out=bool(late)),
         train_dataset=dataset,
         processing_class=tok,
         peft_config=None if args.init_adapter else lora_config(args),
@@ -483,6 +513,7 @@ def run(args) -> int:
             **cfg,
             **done,
             "examples": len(rows),
+            "late_examples": len(late),
             "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
         },
     )

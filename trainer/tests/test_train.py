@@ -3,7 +3,11 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from .conftest import (
+    BATCH,
+    EPOCHS,
     FACTS,
     TOTAL_STEPS,
     env,
@@ -243,3 +247,48 @@ def test_stdin_watchdog_stops_an_orphaned_trainer(tmp_path, tiny_base):
     assert rc == 128 + signal.SIGTERM
     assert time.time() - t0 < 10
     assert evs[-1]["event"] == "error" and evs[-1]["retryable"] is True and "stdin closed" in evs[-1]["message"]
+
+
+def test_late_order_puts_late_rows_in_the_second_half_only():
+    from slearn_trainer.train import late_order
+
+    rows = [{"i": i} for i in range(10)]
+    late = [{"late": k} for k in range(4)]
+    order = late_order(rows, late, 2, seed=3)
+    assert len(order) == 2 * 10 + 4
+    first_half = order[: (2 * 10) // 2]
+    assert not any("late" in r for r in first_half)
+    assert sorted(r["late"] for r in order if "late" in r) == [0, 1, 2, 3]
+    # each epoch is every row once, shuffled; the same seed lays out the same sequence
+    epochs = [r["i"] for r in order if "i" in r]
+    assert sorted(epochs[:10]) == list(range(10)) and sorted(epochs[10:]) == list(range(10))
+    assert epochs[:10] != list(range(10))
+    assert late_order(rows, late, 2, seed=3) == order
+
+
+def test_late_data_and_warmup_train_in_one_pass(tmp_path, tiny_base):
+    data = write_chat_jsonl(tmp_path / "train.jsonl", FACTS[:6])
+    late = write_chat_jsonl(tmp_path / "late.jsonl", FACTS[6:8])
+    out = tmp_path / "out"
+    cmd = train_cmd(data, out, "--late-data", str(late), "--warmup-ratio", "0.25", "--device", "cpu", base=tiny_base)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    evs = parse_events(r.stdout)
+    # EPOCHS passes over 6 rows plus the 2 late rows once, in batches of BATCH
+    total = -(-(EPOCHS * 6 + 2) // BATCH)
+    assert evs[0]["total_steps"] == total
+    progress = [e for e in evs if e["event"] == "progress"]
+    # the epoch counter still counts the requested epochs
+    assert progress[-1]["epoch"] == pytest.approx(EPOCHS, abs=0.01)
+    info = json.loads((out / "adapter" / "slearn_training.json").read_text())
+    assert info["late_examples"] == 2 and info["warmup_ratio"] == 0.25 and info["late_data_sha256"]
+    # another late set is another training: the same --out refuses to resume it
+    late2 = write_chat_jsonl(tmp_path / "late2.jsonl", FACTS[5:8])
+    r2 = subprocess.run(
+        train_cmd(data, out, "--late-data", str(late2), "--warmup-ratio", "0.25", base=tiny_base),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=300,
+    )
+    assert r2.returncode == 1 and "--late-data" in r2.stdout
