@@ -3,8 +3,10 @@
 // (a `variant` run reusing those answers), optionally beside a seeded random subset of the same
 // size, and every model is evaluated on the same held-out items and the same fixed retention set.
 // Prints a markdown table (and writes it beside the runs) with McNemar against the random subset of
-// equal size, against the base, retention, training steps and time, and the wall time.
-//   npx tsx bench/method.ts bench/sciq/method.yaml
+// equal size, against the base, retention (also by the level the item had), training steps and
+// time, and the wall time.
+//   npx tsx bench/method.ts bench/sciq/levels.method.yaml
+//   npx tsx bench/method.ts --table .slearn/bench/method-<time>     # the table of a finished (or stopped) one
 // The experiment file:
 //   config: slearn.yaml          # relative to the experiment file; its own settings are the first arm
 //   label: self-learning (default)
@@ -22,7 +24,10 @@ import { startEmbeddedStack } from '../src/demo';
 import { mergePatch } from '../src/config';
 import { mcnemar, pct } from '../src/metrics';
 import { STATE_DIR } from '../src/paths';
+import type { ItemGrade } from '../src/pipeline/answering';
+import type { DecisionRecord } from '../src/pipeline/filter';
 import type { Baseline, RunResult } from '../src/schemas/run';
+import { openStore } from '../src/store/open';
 import { installLogger } from '../src/temporal/logging';
 
 const ArmSchema = z.strictObject({
@@ -64,7 +69,7 @@ async function versus(a: RunResult, b: RunResult): Promise<{ fixed: number; brok
   return { fixed, broken, p: mcnemar(fixed, broken) };
 }
 
-function line(label: string, r: RunResult, wall: number, vsRandom: string, vsBase: string): string {
+function line(label: string, r: RunResult, wall: number, vsRandom: string, vsBase: string, byLevel: string): string {
   const t = r.evaluation?.tuned;
   const ret = r.evaluation?.retention;
   return [
@@ -76,11 +81,74 @@ function line(label: string, r: RunResult, wall: number, vsRandom: string, vsBas
     vsRandom,
     vsBase,
     ret ? `${pct(ret.accuracy)} (${ret.correct}/${ret.total})` : '–',
+    byLevel,
     mins(wall),
   ].join(' | ');
 }
 
+/** Retention of the tuned model on the fixed set, split by the level each item had when the set was drawn. */
+async function retentionByLevel(r: RunResult, levelOf: Map<string, string>): Promise<string> {
+  const pass = r.evaluation?.passes.find((p) => p.set === 'retention' && p.model.label === 'tuned');
+  if (!pass) return '–';
+  const store = await openStore(r.store);
+  const by = new Map<string, { right: number; total: number }>();
+  for await (const g of store.jsonl<ItemGrade>(pass.grades)) {
+    const level = levelOf.get(g.id) ?? '?';
+    const b = by.get(level) ?? { right: 0, total: 0 };
+    b.total++;
+    if (g.status === 'graded' && g.greedy?.correct) b.right++;
+    by.set(level, b);
+  }
+  return [...by.entries()].map(([l, b]) => `${l} ${b.right}/${b.total}`).join(', ');
+}
+
+const paired = (p?: { fixed: number; broken: number; pValue?: number; p?: number }) =>
+  p ? `${p.fixed} / ${p.broken}, p = ${(p.pValue ?? p.p ?? 1).toPrecision(2)}` : '–';
+
+/** The markdown table of an experiment: the first row's run gives the held-out set, the base and the levels. */
+async function table(label: string, rows: Row[], whole: string): Promise<string> {
+  const first = rows[0].result;
+  const ev = first.evaluation!;
+  const store = await openStore(first.store);
+  const levelOf = new Map<string, string>();
+  for await (const d of store.jsonl<DecisionRecord>(first.filter!.decisions)) if (d.level) levelOf.set(d.id, d.level);
+  const levels = first.levels
+    ? Object.entries(first.levels)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')
+    : 'n/a';
+  const lines = [
+    `${label}: ${first.counts.items} items answered (levels: ${levels}); ${ev.items} held-out items, base ${pct(ev.base.accuracy)} ` +
+      `(${ev.base.correct}/${ev.base.total}); fixed retention set of ${ev.retention?.total ?? 0} items`,
+    '',
+    '| selection | trained items | steps | train time | held-out accuracy (95% CI) | vs random of the same size: fixed / broken, McNemar p | vs base: fixed / broken, p | retention (fixed set) | retention by level | wall |',
+    '|---|---:|---:|---:|---|---|---|---:|---|---:|',
+    `| base (no tuning) | 0 | 0 | – | ${pct(ev.base.accuracy)} (${pct(ev.base.low)}–${pct(ev.base.high)}), ${ev.base.correct}/${ev.base.total} | – | – | 100% by definition | – | – |`,
+  ];
+  for (const row of rows) {
+    const vr = row.random ? await versus(row.result, row.random.result) : undefined;
+    lines.push(
+      `| ${line(row.label, row.result, row.wallSeconds, paired(vr), paired(row.result.evaluation?.vsReference), await retentionByLevel(row.result, levelOf))} |`,
+    );
+    if (row.random) {
+      const r = row.random;
+      lines.push(
+        `| ${line(`↳ ${r.label}`, r.result, r.wallSeconds, '', paired(r.result.evaluation?.vsReference), await retentionByLevel(r.result, levelOf))} |`,
+      );
+    }
+  }
+  lines.push('', `Whole experiment: ${whole}.`);
+  return lines.join('\n');
+}
+
 async function main() {
+  // --table DIR: the table of a finished experiment again, from its results.json
+  if (process.argv[2] === '--table') {
+    const dir = resolve(process.argv[3]);
+    const saved = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as { label: string; rows: Row[] };
+    console.log(await table(saved.label, saved.rows, `runs in ${dir}`));
+    return;
+  }
   const file = resolve(process.argv[2] ?? 'bench/sciq/method.yaml');
   const exp = ExperimentSchema.parse(parse(readFileSync(file, 'utf8')));
   const configFile = resolve(dirname(file), exp.config);
@@ -108,48 +176,16 @@ async function main() {
       const size = (row.result.filter?.kept ?? 0) + (row.result.filter?.replayed ?? 0);
       if (random && size > 0) row.random = await run(`random subset, ${size} items`, overrides, { kind: 'random', size, seed: 0 }, reuse);
       rows.push(row);
+      // after every arm: a stopped experiment keeps what it finished (`--table DIR` prints it)
+      writeFileSync(join(out, 'results.json'), JSON.stringify({ label: exp.label, rows }, null, 1));
     };
     const first = await run(exp.label, {});
-    const levels = first.result.levels;
     await withRandom(first, exp.random, {}, first.result.runId);
     for (const arm of exp.arms) {
       const row = await run(arm.label, arm.overrides, { kind: 'variant', label: arm.label }, first.result.runId);
       await withRandom(row, arm.random, arm.overrides, first.result.runId);
     }
-    const ev = first.result.evaluation!;
-    const lines = [
-      `${exp.label}: ${first.result.counts.items} items answered, levels ${
-        levels
-          ? Object.entries(levels)
-              .map(([k, v]) => `${k} ${v}`)
-              .join(', ')
-          : 'n/a'
-      }; ` +
-        `${ev.items} held-out items, base ${pct(ev.base.accuracy)} (${ev.base.correct}/${ev.base.total}); retention set ${first.result.evaluation?.retention?.total ?? 0} items`,
-      '',
-      '| selection | trained items | steps | train time | held-out accuracy (95% CI) | vs random of the same size: fixed / broken, McNemar p | vs base: fixed / broken, p | retention (fixed set) | wall |',
-      '|---|---:|---:|---:|---|---|---|---:|---:|',
-    ];
-    lines.push(
-      `| base (no tuning) | 0 | 0 | – | ${pct(ev.base.accuracy)} (${pct(ev.base.low)}–${pct(ev.base.high)}), ${ev.base.correct}/${ev.base.total} | – | – | 100% by definition | – |`,
-    );
-    for (const row of rows) {
-      const vr = row.random ? await versus(row.result, row.random.result) : undefined;
-      const vb = row.result.evaluation?.vsReference;
-      const vbText = vb ? `${vb.fixed} / ${vb.broken}, p = ${vb.pValue.toPrecision(2)}` : '–';
-      lines.push(`| ${line(row.label, row.result, row.wallSeconds, vr ? `${vr.fixed} / ${vr.broken}, p = ${vr.p.toPrecision(2)}` : '–', vbText)} |`);
-      if (row.random) {
-        const rb = row.random.result.evaluation?.vsReference;
-        lines.push(
-          `| ${line(`↳ ${row.random.label}`, row.random.result, row.random.wallSeconds, '', rb ? `${rb.fixed} / ${rb.broken}, p = ${rb.pValue.toPrecision(2)}` : '–')} |`,
-        );
-      }
-    }
-    lines.push(
-      '',
-      `Whole experiment: ${mins((Date.now() - t0) / 1000)} (\`npx tsx bench/method.ts ${process.argv[2] ?? 'bench/sciq/method.yaml'}\`); runs in ${out}.`,
-    );
-    const text = lines.join('\n');
+    const text = await table(exp.label, rows, `${mins((Date.now() - t0) / 1000)} (\`npx tsx bench/method.ts ${process.argv[2] ?? ''}\`); runs in ${out}`);
     writeFileSync(join(out, 'table.md'), text + '\n');
     console.log(`\n${text}`);
   } finally {
