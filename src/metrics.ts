@@ -115,6 +115,15 @@ export function describeAgreement(a: Agreement, names: { a: string; b: string } 
       : `κ undefined: ${names.a} and ${names.b} gave one and the same verdict on all ${a.items} items`;
   }
   const t = a.table;
+  const aYes = t.bothCorrect + t.onlyA;
+  const bYes = t.bothCorrect + t.onlyB;
+  // One grader giving one verdict to everything makes κ 0 by construction: say which, it is the finding.
+  const constant = [aYes, bYes]
+    .map((yes, i) => (yes === 0 || yes === a.items ? `${i ? names.b : names.a} ${yes ? 'accepted' : 'rejected'} every answer` : ''))
+    .filter(Boolean);
+  if (constant.length) {
+    return `${names.a} agrees with ${names.b} on ${pct(a.observed)} of ${a.items} items, κ ${a.kappa.toFixed(2)} (${kappaWords(a.kappa)}): ${constant.join(' and ')}, so agreement is no better than chance by construction. ${names.a.replace(/^./, (c) => c.toUpperCase())}'s accuracy is not to be trusted on its own: read it beside ${names.b}'s.`;
+  }
   const head = `${names.a} agrees with ${names.b} on ${pct(a.observed)} of ${a.items} items, κ ${a.kappa.toFixed(2)} (95% CI ${a.low!.toFixed(2)} to ${a.high!.toFixed(2)}, ${kappaWords(a.kappa)})`;
   const split = `${t.onlyA} correct only for ${names.a}, ${t.onlyB} only for ${names.b}`;
   if (a.kappa <= 0.4) return `${head}; ${split}. Agreement this low means ${names.a}'s accuracy is not to be trusted on its own: read it beside ${names.b}'s.`;

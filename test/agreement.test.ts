@@ -70,6 +70,10 @@ describe("judge against rule grader: Cohen's κ and the 2×2 table", () => {
       /κ 0\.75 \(95% CI 0\.29 to 1\.00, substantial\).*too few items/,
     );
     expect(describeAgreement(agreement({ bothCorrect: 0, onlyA: 0, onlyB: 0, bothWrong: 3 }))).toMatch(/κ undefined: .* all 3 items/);
+    // A judge that accepts everything: κ 0 by construction, and the sentence says why.
+    expect(describeAgreement(agreement({ bothCorrect: 2, onlyA: 8, onlyB: 0, bothWrong: 0 }))).toBe(
+      "the judge agrees with the rule grader on 20.0% of 10 items, κ 0.00 (slight): the judge accepted every answer, so agreement is no better than chance by construction. The judge's accuracy is not to be trusted on its own: read it beside the rule grader's.",
+    );
   });
 });
 

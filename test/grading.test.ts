@@ -1,5 +1,5 @@
 import { matchGrade, normalise, tokenF1, tokens } from '../src/grading/match';
-import { parseVerdict } from '../src/grading/judge';
+import { judgeMessages, parseVerdict } from '../src/grading/judge';
 import { accuracy, mcnemar, wilson } from '../src/metrics';
 import { knowledgeLevel, type ItemGrade } from '../src/pipeline/answering';
 import { decide } from '../src/pipeline/filter';
@@ -77,6 +77,14 @@ describe('match grader in Chinese (a script without spaces)', () => {
     expect(tokens('กรุงเทพ')).toEqual(['กรุงเทพ']);
     expect(matchGrade('nitrogen', 'nitrogenase', [], { tokens: 'characters', f1Threshold: 0.8 }).correct).toBe(true);
     expect(matchGrade('nitrogen', 'nitrogenase', [], 0.8).correct).toBe(false);
+  });
+});
+
+describe('judge prompt', () => {
+  const user = (order?: 'reference-first' | 'candidate-first') => judgeMessages('What gas?', 'nitrogen', ['N2'], ' N,\n gas ', order)[1].content as string;
+  it('puts the reference (with its aliases) before the candidate, or after it when asked', () => {
+    expect(user()).toBe('Question: What gas?\nReference answer: nitrogen\nAccepted aliases: N2\nCandidate answer: N, gas');
+    expect(user('candidate-first')).toBe('Question: What gas?\nCandidate answer: N, gas\nReference answer: nitrogen\nAccepted aliases: N2');
   });
 });
 
