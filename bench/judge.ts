@@ -126,6 +126,7 @@ async function main() {
     servers.push(srv);
     return srv.baseUrl;
   };
+  // Verdicts: the embedded server runs a request with a JSON schema alone, so more in flight only queue.
   const limit = pLimit(CONCURRENCY);
   let answerSeconds = 0;
   const judgeSeconds: Record<string, number> = {};
@@ -148,9 +149,11 @@ async function main() {
       console.error(`${picked.length} of ${ds.items.length} items of ${config.name} (seed ${SEED})`);
       const model = await selfClient();
       const t = Date.now();
+      // Answers are batched by the server: ask them as a run would (the config's concurrency).
+      const answering = pLimit(config.answer.concurrency);
       rows = await Promise.all(
         picked.map((it) =>
-          limit(async () => {
+          answering(async () => {
             const [answer] = await model.chat(questionMessages(config, it.question), {
               maxTokens: config.answer.maxTokens,
               temperature: 0,
