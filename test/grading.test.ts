@@ -1,5 +1,5 @@
-import { matchGrade, normalise, tokenF1 } from '../src/grading/match';
-import { parseVerdict } from '../src/grading/judge';
+import { matchGrade, normalise, tokenF1, tokens } from '../src/grading/match';
+import { judgeMessages, parseVerdict } from '../src/grading/judge';
 import { accuracy, mcnemar, wilson } from '../src/metrics';
 import { knowledgeLevel, type ItemGrade } from '../src/pipeline/answering';
 import { decide } from '../src/pipeline/filter';
@@ -27,6 +27,64 @@ describe('match grader', () => {
   it('uses token F1 as the last resort', () => {
     expect(tokenF1('drip irrigation system', 'drip irrigation')).toBeCloseTo(0.8);
     expect(matchGrade('irrigation by drip', 'drip irrigation', [], 0.6).correct).toBe(true);
+  });
+});
+
+describe('match grader in Chinese (a script without spaces)', () => {
+  it('cuts Chinese into characters and keeps Latin words and numbers whole', () => {
+    expect(tokens('李白《将进酒》')).toEqual(['李', '白', '将', '进', '酒']);
+    expect(tokens('DNA复制发生在1963年')).toEqual(['dna', '复', '制', '发', '生', '在', '1963', '年']);
+    expect(tokens('The answer is 李白')).toEqual(['answer', 'is', '李', '白']);
+    // Full-width letters, digits and punctuation fold to ASCII (NFKC); CJK punctuation is a separator.
+    expect(normalise('ＤＮＡ聚合酶！')).toBe('dna 聚 合 酶');
+    expect(normalise('１２３，「好」。')).toBe('123 好');
+  });
+
+  it('accepts a right answer with or without full-width punctuation', () => {
+    expect(matchGrade('李白《将进酒》', '李白《将进酒》').rationale).toBe('exact match');
+    expect(matchGrade('李白 将进酒', '李白《将进酒》').correct).toBe(true);
+    expect(matchGrade('《周南·关雎》', '周南关雎').correct).toBe(true);
+    expect(matchGrade('苏轼。', '苏轼').correct).toBe(true);
+    expect(matchGrade('作者是苏轼，北宋人。', '苏轼')).toMatchObject({ correct: true, rationale: 'contains "苏轼"' });
+  });
+
+  it('rejects a wrong answer that shares characters with the reference, with partial credit', () => {
+    const g = matchGrade('李商隐', '李白');
+    expect(g.correct).toBe(false);
+    expect(g.score).toBeCloseTo(0.4); // one shared character: P 1/3, R 1/2
+    expect(matchGrade('杜牧', '杜甫')).toMatchObject({ correct: false, score: 0.5 });
+    // Chinese F1 counts the longest shared run of characters (CMRC 2018, DRCD), not a bag of them.
+    expect(matchGrade('白李', '李白')).toMatchObject({ correct: false, score: 0.5 });
+    expect(tokenF1('周南·关雎', '周南·桃夭')).toBeCloseTo(0.5);
+    // Whole-word tokens would have given 0 here: the answer is one "word" without spaces.
+    expect(tokenF1('孙膑和庞涓', '孙膑')).toBeCloseTo(4 / 7);
+    expect(matchGrade('孙膑和庞涓', '孙膑').correct).toBe(true); // contains the reference
+  });
+
+  it('grades mixed Chinese and Latin answers', () => {
+    expect(matchGrade('mRNA前体', 'mRNA 前体').correct).toBe(true);
+    expect(matchGrade('是mRNA', 'mRNA').rationale).toBe('contains "mRNA"');
+    expect(matchGrade('tRNA', 'mRNA').correct).toBe(false);
+    expect(matchGrade('爱德温·哈勃（Edwin Hubble）', '爱德温·哈伯', ['Edwin Hubble'])).toMatchObject({ correct: true, rationale: 'contains "Edwin Hubble"' });
+  });
+
+  it('follows the configured token mode', () => {
+    // words: a Chinese answer without spaces is one token, so F1 is all or nothing.
+    expect(matchGrade('李商隐', '李白', [], { tokens: 'words' }).score).toBe(0);
+    expect(matchGrade('李白', '李白', [], { tokens: 'words' }).correct).toBe(true);
+    // characters: every letter is a token, for scripts auto does not cut (here Thai).
+    expect(tokens('กรุงเทพ', 'characters')).toEqual(['ก', 'รุ', 'ง', 'เ', 'ท', 'พ']);
+    expect(tokens('กรุงเทพ')).toEqual(['กรุงเทพ']);
+    expect(matchGrade('nitrogen', 'nitrogenase', [], { tokens: 'characters', f1Threshold: 0.8 }).correct).toBe(true);
+    expect(matchGrade('nitrogen', 'nitrogenase', [], 0.8).correct).toBe(false);
+  });
+});
+
+describe('judge prompt', () => {
+  const user = (order?: 'reference-first' | 'candidate-first') => judgeMessages('What gas?', 'nitrogen', ['N2'], ' N,\n gas ', order)[1].content as string;
+  it('puts the reference (with its aliases) before the candidate, or after it when asked', () => {
+    expect(user()).toBe('Question: What gas?\nReference answer: nitrogen\nAccepted aliases: N2\nCandidate answer: N, gas');
+    expect(user('candidate-first')).toBe('Question: What gas?\nCandidate answer: N, gas\nReference answer: nitrogen\nAccepted aliases: N2');
   });
 });
 

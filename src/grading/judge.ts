@@ -20,11 +20,24 @@ export const JUDGE_RUBRIC = [
   'Reply with JSON only: {"score": number from 0 to 1, "correct": true or false, "rationale": one short sentence}.',
 ].join(' ');
 
+/**
+ * Where the candidate stands in the judge's prompt: after the reference (the default), or before
+ * it, to measure how much the verdict depends on the order (bench/judge.ts counts the flips).
+ */
+export type JudgeOrder = 'reference-first' | 'candidate-first';
+
 /** The judge's user message; its line labels are part of the contract with test endpoints. */
-export function judgeMessages(question: string, reference: string, aliases: string[] | undefined, candidate: string): ChatCompletionMessageParam[] {
-  const lines = [`Question: ${question}`, `Reference answer: ${reference}`];
-  if (aliases?.length) lines.push(`Accepted aliases: ${aliases.join('; ')}`);
-  lines.push(`Candidate answer: ${candidate.replace(/\s+/g, ' ').trim()}`);
+export function judgeMessages(
+  question: string,
+  reference: string,
+  aliases: string[] | undefined,
+  candidate: string,
+  order: JudgeOrder = 'reference-first',
+): ChatCompletionMessageParam[] {
+  const ref = [`Reference answer: ${reference}`];
+  if (aliases?.length) ref.push(`Accepted aliases: ${aliases.join('; ')}`);
+  const cand = `Candidate answer: ${candidate.replace(/\s+/g, ' ').trim()}`;
+  const lines = [`Question: ${question}`, ...(order === 'reference-first' ? [...ref, cand] : [cand, ...ref])];
   return [
     { role: 'system', content: JUDGE_RUBRIC },
     { role: 'user', content: lines.join('\n') },
@@ -62,14 +75,14 @@ export async function judge(
   client: ModelClient,
   q: { question: string; answer: string; aliases?: string[] },
   candidate: string,
-  opts: { threshold: number; attempts: number; signal?: AbortSignal },
+  opts: { threshold: number; attempts: number; signal?: AbortSignal; order?: JudgeOrder },
 ): Promise<JudgeOutcome> {
   let structured = true;
   let lastText = '';
   for (let attempt = 1; attempt <= opts.attempts; attempt++) {
     let text: string;
     try {
-      [text] = await client.chat(judgeMessages(q.question, q.answer, q.aliases, candidate), {
+      [text] = await client.chat(judgeMessages(q.question, q.answer, q.aliases, candidate, opts.order), {
         temperature: 0,
         maxTokens: 200,
         signal: opts.signal,

@@ -58,6 +58,10 @@ export const GraderSchema = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('match'),
     f1Threshold: z.number().min(0).max(1).default(0.8).meta({ description: 'token F1 at or above which an answer counts as correct' }),
+    tokens: z.enum(['auto', 'words', 'characters']).default('auto').meta({
+      description:
+        'how answers are cut into tokens: auto (words, with Chinese, Japanese and Korean script cut into characters), words (whitespace only), characters (every letter or digit)',
+    }),
   }),
   z.strictObject({
     type: z.literal('judge'),
@@ -150,7 +154,7 @@ export const ConfigSchema = z
     split: SplitSchema.prefault({}).meta({ description: 'the held-out split, when there is no eval file' }),
     model: EndpointSchema.meta({ description: 'the model under adaptation: any OpenAI-compatible endpoint' }),
     answer: AnswerSchema.prefault({}).meta({ description: 'how the model is asked' }),
-    grader: GraderSchema.default({ type: 'match', f1Threshold: 0.8 }).meta({
+    grader: GraderSchema.default({ type: 'match', f1Threshold: 0.8, tokens: 'auto' }).meta({
       description: 'match: normalised exact/alias/containment and token F1; judge: an LLM with a rubric',
     }),
     filter: FilterSchema.prefault({}).meta({ description: 'what is trained on' }),
