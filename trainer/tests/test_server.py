@@ -174,7 +174,7 @@ def test_bad_requests_400_name_the_field(tiny, body, param):
 
 
 def test_limits_are_the_contract_limits():
-    from slearn_trainer import api
+    from slearn_trainer.server import api
 
     fields = api.ChatRequest.model_fields
     assert any(getattr(m, "le", None) == LIMITS["maxN"] for m in fields["n"].metadata)
@@ -218,12 +218,12 @@ def test_bearer_token(tiny_server, monkeypatch):
 
 
 def test_api_key_env_must_be_set(tiny_base, monkeypatch):
-    from slearn_trainer import cli, serve
+    from slearn_trainer import cli, server
     from slearn_trainer.events import FatalError
 
     monkeypatch.delenv("SLEARN_TEST_UNSET", raising=False)
     with pytest.raises(FatalError, match="SLEARN_TEST_UNSET"):
-        serve.build(cli.parse_args(["serve", "--base", str(tiny_base), "--api-key-env", "SLEARN_TEST_UNSET"]))
+        server.build(cli.parse_args(["serve", "--base", str(tiny_base), "--api-key-env", "SLEARN_TEST_UNSET"]))
 
 
 def test_adapters_load_only_from_below_the_adapter_root(tiny, tiny_adapter, adapter_root, tmp_path):

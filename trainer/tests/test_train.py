@@ -19,15 +19,25 @@ from .conftest import (
 # ---------------------------------------------------------------- the real model
 
 
-def test_killed_run_resumes_to_same_total(resumed_run):
+def test_killed_run_resumes_to_same_total(resumed_run, runtime_info):
     first = resumed_run["first"]
-    assert first[0] == {
+    # where `auto` trains is what `info` says this host has (CUDA on a GPU host, else the CPU)
+    assert first[0] | {"device": "?"} == {
         "event": "start",
         "total_steps": TOTAL_STEPS,
         "resumed_from_step": 0,
-        "device": "cpu",
-        "precision": "fp32",
+        "device": "?",
+        "precision": runtime_info["precision"],
+        "processes": 1,
+        "per_device_batch": BATCH,
+        "gradient_accumulation": 1,
+        "effective_batch": BATCH,
+        "distributed": "none",
+        "gradient_checkpointing": first[0]["gradient_checkpointing"],
+        "attention": first[0]["attention"],
+        **({"gpus": runtime_info["gpus"][:1]} if runtime_info["device"] == "cuda" else {}),
     }
+    assert first[0]["device"] == runtime_info["device"]
     assert any(e["event"] == "progress" for e in first)
     ck = next(e for e in first if e["event"] == "checkpoint")
     assert resumed_run["killed_rc"] != 0
@@ -51,7 +61,7 @@ def test_killed_run_resumes_to_same_total(resumed_run):
     done = evs[-1]
     assert done["event"] == "done" and done["steps"] == TOTAL_STEPS
     assert done["train_seconds"] > 0 and done["tokens_per_second"] > 0
-    assert "peak_memory_bytes" not in done  # CUDA only
+    assert ("peak_memory_bytes" in done) == (runtime_info["device"] == "cuda")  # CUDA only
     assert not (resumed_run["out"] / "checkpoint-999").exists()
 
 
@@ -181,10 +191,11 @@ def test_packing_keeps_the_loss_on_answers_only(tmp_path, tiny_base):
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from slearn_trainer import cli, device, train
+    from slearn_trainer import cli, device, distributed, train
+    from slearn_trainer import data as data_module
 
     data = write_chat_jsonl(tmp_path / "d.jsonl", FACTS)
-    rows = train.read_chat_jsonl(str(data))
+    rows = data_module.read_chat_jsonl(str(data))
     labelled = {}
     for packing in (False, True):
         args = cli.parse_args(
@@ -201,11 +212,12 @@ def test_packing_keeps_the_loss_on_answers_only(tmp_path, tiny_base):
                 *(["--packing"] if packing else []),
             ]
         )
-        model, tok = train.load_model(args, device.Runtime("cpu", "fp32"))
+        runtime = device.Runtime("cpu", "fp32")
+        model, tok = train.load_model(args, runtime)
         ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
         trainer = SFTTrainer(
             model=model,
-            args=train.sft_config(args, device.Runtime("cpu", "fp32"), tmp_path / "o"),
+            args=train.sft_config(args, train.make_plan(args, runtime, distributed.Ranks(), model), tmp_path / "o"),
             train_dataset=ds,
             processing_class=tok,
             peft_config=train.lora_config(args),
@@ -250,7 +262,7 @@ def test_stdin_watchdog_stops_an_orphaned_trainer(tmp_path, tiny_base):
 
 
 def test_late_order_puts_late_rows_in_the_second_half_only():
-    from slearn_trainer.train import late_order
+    from slearn_trainer.data import late_order
 
     rows = [{"i": i} for i in range(10)]
     late = [{"late": k} for k in range(4)]
