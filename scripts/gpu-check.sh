@@ -113,12 +113,12 @@ if [ -n "$ANCHOR" ] && [ $TINY = 0 ] && [ "$GPUS" -gt 0 ]; then
     failed anchor "$(tail -20 "$WORK/anchor.log")"
   fi
 fi
-if [ "$HAS_BNB" = 1 ] && [ "$GPUS" -gt 0 ]; then
+if [ $TINY = 0 ] && [ "$HAS_BNB" = 1 ] && [ "$GPUS" -gt 0 ]; then
   say "QLoRA (4-bit) on 1b"
   bench qlora-1b 240 "$PY" -m slearn_trainer.bench --shape 1b --mode slearn --quantization 4bit "${COMMON[@]}"
 else
-  say "QLoRA skipped: bitsandbytes is not installed or no GPU (pip install --no-deps -r trainer/requirements-qlora.lock)"
-  record '{"what": "qlora", "skipped": "bitsandbytes not installed or no GPU"}'
+  say "QLoRA skipped: --tiny, no GPU, or bitsandbytes not installed (pip install --no-deps -r trainer/requirements-qlora.lock)"
+  record '{"what": "qlora", "skipped": "--tiny, no GPU, or bitsandbytes not installed"}'
 fi
 
 # 5. Several processes: DDP and FSDP on one host (GPUs, or 2 CPU processes on gloo with --tiny).

@@ -10,10 +10,11 @@ that comes back into another directory (what a retry on another host restores fr
 Killing torchrun's launcher outright also takes its ranks down (each asked the kernel for it:
 distributed.die_with_launcher), so no rank trains on as an orphan.
 
-The 1-process and 2-process runs are compared within 1e-4 of the loss (relative): the same examples make
-each optimiser step, and only float32 rounding differs (the gradient of two half batches summed by an
-all-reduce instead of one batch); measured differences are ~1e-7. A wrong split of the batch or of the
-data moves the loss by more than 1e-2 from the first steps.
+The 1-process and 2-process runs are compared within 1e-5 of the loss at every step (absolute; the tiny
+model's loss is near 10): the same examples make each optimiser step, and only float32 rounding differs
+(the gradient of two half batches summed by an all-reduce instead of one batch); measured differences
+are ~1e-6 at most. A wrong split of the batch or of the data changes which examples a step sees, and
+the loss by more than 1e-2 from the first steps.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .conftest import FACTS, PY, env, parse_events, train_cmd, write_chat_jsonl
 TORCHRUN = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 # 12 examples, 3 epochs of batch 4: 9 steps, a checkpoint every 3
 SETTINGS = ["--epochs", "3", "--save-steps", "3", "--lora-dropout", "0.1", "--device", "cpu"]
-TOLERANCE = 1e-4  # relative, 1 process against 2 (see the module doc)
+TOLERANCE = 1e-5  # absolute, per step, 1 process against 2 (see the module doc)
 
 
 def command(data: Path, out: Path, base: Path, *extra: str, processes: int = 1) -> list[str]:
@@ -160,8 +161,8 @@ def test_two_processes_resume_exactly_and_follow_one(tmp_path, tiny_base):
     assert rc == 0 and ref1[0]["effective_batch"] == 4
     one, two = losses(ref1), losses(ref2)
     assert one.keys() == two.keys()
-    worst = max(abs(one[s] - two[s]) / abs(one[s]) for s in one)
-    print(f"1 vs 2 processes: largest relative loss difference {worst:.2e} over {len(one)} steps")
+    worst = max(abs(one[s] - two[s]) for s in one)
+    print(f"1 vs 2 processes: largest loss difference {worst:.2e} over {len(one)} steps")
     assert worst < TOLERANCE
 
 
@@ -178,3 +179,39 @@ def test_a_checkpoint_resumes_on_another_process_count(tmp_path, facts, tiny_bas
     after, want = losses(second), {s: v for s, v in losses(ref).items() if s > step}
     assert after.keys() == want.keys()
     assert all(abs(after[s] - want[s]) / want[s] < 0.05 for s in after), (after, want)
+
+
+def test_cancelling_the_launcher_stops_every_rank(tmp_path, facts, tiny_base):
+    """What the activity does on cancellation: SIGTERM to the launcher's process group (the ranks sit
+    in sessions of their own, torchrun passes the signal on). Every rank stops within seconds, and the
+    trainer says it was interrupted (retryable)."""
+    out = tmp_path / "out"
+    p = subprocess.Popen(
+        command(facts, out, tiny_base, "--epochs", "1000", processes=2),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env(SLEARN_THREADS="1"),
+        start_new_session=True,
+    )
+    evs: list[dict] = []
+    try:
+        for line in p.stdout:
+            evs += parse_events(line)
+            if evs[-1]["event"] == "progress":
+                break
+        assert len(trainers_alive(out)) == 3  # the launcher and two ranks
+        t0 = time.time()
+        os.killpg(p.pid, signal.SIGTERM)
+        evs += parse_events(p.stdout.read())
+        p.wait(timeout=60)
+        while trainers_alive(out) and time.time() - t0 < 30:
+            time.sleep(0.2)
+        assert not trainers_alive(out)
+        assert time.time() - t0 < 30
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.stdout.close()
+    errors = [e for e in evs if e["event"] == "error"]
+    assert errors and all(e["retryable"] for e in errors) and "SIGTERM" in errors[0]["message"]

@@ -1,7 +1,9 @@
 import json
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -304,3 +306,77 @@ def test_late_data_and_warmup_train_in_one_pass(tmp_path, tiny_base):
         timeout=300,
     )
     assert r2.returncode == 1 and "--late-data" in r2.stdout
+
+
+# ---------------------------------------------------------------- chat templates, converted bases
+
+TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def base_without_template(tmp_path, tiny_base) -> Path:
+    base = tmp_path / "no-template"
+    shutil.copytree(tiny_base, base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((base / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return base
+
+
+def test_a_base_without_chat_template_takes_one_from_a_file(tmp_path, tiny_base):
+    """Refused without --chat-template (not retryable, naming the flag); trained with one, and the
+    file is part of what the run learns from; the model server takes the same file."""
+    base = base_without_template(tmp_path, tiny_base)
+    data = write_chat_jsonl(tmp_path / "d.jsonl", FACTS[:4])
+    r = subprocess.run(
+        train_cmd(data, tmp_path / "refused", "--max-steps", "1", base=base),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=300,
+    )
+    evs = parse_events(r.stdout)
+    assert r.returncode == 1 and evs[-1]["retryable"] is False and "--chat-template FILE" in evs[-1]["message"]
+    template = tmp_path / "chatml.jinja"
+    template.write_text(TEMPLATE)
+    out = tmp_path / "out"
+    r = subprocess.run(
+        train_cmd(data, out, "--max-steps", "1", "--chat-template", str(template), base=base),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "slearn_run.json").read_text())["chat_template_sha256"]
+
+    from .conftest import LiveServer
+
+    srv = LiveServer(["--base", str(base), "--chat-template", str(template)])
+    try:
+        status, body = srv.chat(messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        assert status == 200, body
+    finally:
+        srv.stop()
+
+
+def test_gguf_base_is_converted_once_in_the_runs_dtype(tmp_path, monkeypatch):
+    """A GGUF base becomes a Hugging Face copy in the precision it runs in (bf16 on a GPU: half the
+    memory and disk of float32), converted once and then read from the cache."""
+    import torch
+    from safetensors import safe_open
+
+    from slearn_trainer import modelload
+
+    monkeypatch.setenv("SLEARN_MODEL_CACHE", str(tmp_path))
+    d = modelload.hf_dir_for("embedded", "bf16")
+    assert d.name.endswith("-bf16") and d.parent == tmp_path
+    weights = next(d.glob("*.safetensors"))
+    with safe_open(str(weights), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in list(f.keys())[:5]} == {torch.bfloat16}
+    stamp = (d / ".slearn-complete").stat().st_mtime_ns
+    assert modelload.hf_dir_for("embedded", "bf16") == d
+    assert (d / ".slearn-complete").stat().st_mtime_ns == stamp  # not converted again
