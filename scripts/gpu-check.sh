@@ -63,6 +63,10 @@ else
 fi
 GPUS=$("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["gpus"]))' "$WORK/info.json" 2>/dev/null || echo 0)
 HAS_BNB=$("$PY" -c 'import json,sys; print(int(json.load(open(sys.argv[1])).get("bitsandbytes", False)))' "$WORK/info.json" 2>/dev/null || echo 0)
+if [ $TINY = 0 ] && [ "$GPUS" -eq 0 ]; then
+  failed gpus "torch sees no GPU here (see cudaUnavailable above): an 8B shape would take hours on the CPU; use --tiny"
+  exit 1
+fi
 
 # 2. The trainer's own command line on SmolLM2 (on the tiny shape with --tiny).
 say "the trainer's command line"

@@ -5,12 +5,13 @@
  *   (`python -m torch.distributed.run`, gloo on CPU), through the real CLI (`slearn run --wait`) and a
  *   real worker process: one set of events, one adapter, one upload per checkpoint; one rank SIGKILLed
  *   mid-run fails the attempt, and the retry resumes from the newest checkpoint and completes; the loss
- *   curve equals a 1-process run of the same effective batch within 1e-5 at every step (absolute; the
+ *   curve equals a 1-process run of the same effective batch within 2e-5 at every step (absolute; the
  *   loss starts near 5). The same examples make each optimiser step whatever the process count; only
  *   float32 rounding differs (the gradient of two half batches summed by an all-reduce instead of one
- *   batch, machine epsilon 1.2e-7 on values up to ~5): measured at most 8e-7 here, and 0 at most steps.
- *   A wrong batch split or data shard changes which examples a step sees, and the loss by more than
- *   1e-2 from the first steps. (Relative differences are no measure near convergence: 1e-7 on a loss of
+ *   batch, machine epsilon 1.2e-7 on values up to ~5), and it grows a little with each step: measured
+ *   2.6e-6 at most over 16 steps (0 at step 1), so the tolerance is 8 times that. A wrong batch split or
+ *   data shard changes which examples a step sees, and the loss by more than 1e-2 from the first steps,
+ *   500 times the tolerance. (Relative differences are no measure near convergence: 1e-7 on a loss of
  *   4e-4 is 2e-4.)
  * - Exact resume from the store on another host: a training stopped after its first checkpoint was
  *   uploaded, resumed on a host with an empty scratch disk (so from the store), gives the same losses
@@ -38,7 +39,7 @@ import { inProcessWorker, ROOT, temporal, tempDir, waitFor, workerProcess, type 
 import { makeWorld, paraphrases, writeConfig, writeWorld } from './support/world';
 
 const execFileP = promisify(execFile);
-const TOLERANCE = 1e-5; // absolute, per step (see above)
+const TOLERANCE = 2e-5; // absolute, per step (see above)
 const REAL_TRAINER = JSON.stringify(trainerCommand());
 
 /** Trainer processes of a training (any rank) whose command line names `dir`, with their RANK. */
@@ -89,7 +90,7 @@ describe('the real trainer on several processes, and resumed from the store', ()
 
   beforeAll(async () => {
     server = await temporal(tempDir());
-    // Nothing is known: the 16 items are the training set, 4 steps per epoch at a batch of 4.
+    // Nothing is known: the 16 items are the training set, 4 steps per epoch at a batch of 4, 12 steps.
     fake = await startFakeModel({ items: world, knownPercent: 0, latencyMs: 1 });
     stopMain = await inProcessWorker(server.address, undefined, { queues: ['slearn', 'slearn-model'] });
     trainHost = workerProcess(server.address, { SLEARN_TRAINER: REAL_TRAINER, SLEARN_SCRATCH: scratch, SLEARN_THREADS: '1' }, ['slearn-train']);
@@ -109,14 +110,14 @@ describe('the real trainer on several processes, and resumed from the store', ()
     return writeConfig(dir, fake.baseUrl, {
       name: `dist-${processes}`,
       // asks for the CPU: two processes on gloo (on a GPU host, auto would take the GPUs)
-      train: { base: 'smollm2-135m-instruct', epochs: 4, batchSize: 4, saveSteps: 4, maxSeqLen: 48, learningRate: 3e-4, processes, device: 'cpu' },
+      train: { base: 'smollm2-135m-instruct', epochs: 3, batchSize: 4, saveSteps: 4, maxSeqLen: 48, learningRate: 3e-4, processes, device: 'cpu' },
     });
   };
 
   it('2 processes through the CLI: one set of events, one upload per checkpoint; a killed rank is resumed; the curve of 1 process', async () => {
     const t0 = Date.now();
     const reference = await (await startRun(server.client, config(1), { runId: 'dist-one' })).result();
-    expect(reference.train).toMatchObject({ steps: 16, runtime: { processes: 1, perDeviceBatch: 4, gradientAccumulation: 1, effectiveBatch: 4 } });
+    expect(reference.train).toMatchObject({ steps: 12, runtime: { processes: 1, perDeviceBatch: 4, gradientAccumulation: 1, effectiveBatch: 4 } });
     const t1 = Date.now();
 
     const cli = execFileP(process.execPath, [join(ROOT, 'bin', 'slearn.js'), 'run', config(2), '--id', 'dist-two', '--wait', '--json'], {
@@ -135,7 +136,7 @@ describe('the real trainer on several processes, and resumed from the store', ()
 
     expect(result.train).toMatchObject({
       skipped: false,
-      steps: 16,
+      steps: 12,
       runtime: { device: 'cpu', processes: 2, perDeviceBatch: 2, gradientAccumulation: 1, effectiveBatch: 4, distributed: 'ddp' },
     });
     expect(result.train!.resumedFromStep).toBeGreaterThanOrEqual(4);
@@ -145,7 +146,7 @@ describe('the real trainer on several processes, and resumed from the store', ()
     expect(evs.filter((e) => e.event === 'done')).toHaveLength(1);
     const saves = evs.filter((e) => e.event === 'checkpoint').map((e) => e.step!);
     expect(new Set(saves).size).toBe(saves.length);
-    expect(saves).toEqual(expect.arrayContaining([4, 8, 12, 16]));
+    expect(saves).toEqual(expect.arrayContaining([4, 8, 12]));
     // ... and every save uploaded once (the worker logs each upload), one adapter in the scratch dir.
     const uploads = trainHost.output
       .join('')

@@ -407,7 +407,8 @@ async function trainOnce(
   try {
     const files = await stageInputs(store, out, ctx, input);
     const restored = await restoreNewestCheckpoint(store, prefix, out);
-    const { processes, why } = await resolveProcesses(config.train.processes, config.train.device, env.trainer, env.env);
+    const t = config.train;
+    const { processes, why } = await resolveProcesses(t.processes, t.device, env.trainer, env.env, t.batchSize * t.gradientAccumulation);
     const fields = { run: ctx.runId, attempt: env.attempt, host: hostname(), processes, processesWhy: why };
     log.info(restored.step ? 'training resumes from the newest checkpoint in the store' : 'training starts', { ...fields, fromStep: restored.step });
 

@@ -124,14 +124,16 @@ const infoCache = new Map<string, Promise<RuntimeInfo>>();
 
 /**
  * How many training processes `train.processes` means on this host: a number is itself; `auto` is
- * every GPU torch sees (asked once per worker and trainer command), and 1 on a host whose driver
- * shows no GPU or where training is set to the CPU, without starting Python at all.
+ * every GPU torch sees (asked once per worker and trainer command), as many as share the effective
+ * batch equally (a batch of 4 on 8 GPUs trains on 4 of them), and 1 on a host whose driver shows no
+ * GPU or where training is set to the CPU, without starting Python at all.
  */
 export async function resolveProcesses(
   processes: number | 'auto',
   device: 'auto' | 'cuda' | 'cpu',
   trainer: string[],
   env: NodeJS.ProcessEnv,
+  effectiveBatch = 1,
 ): Promise<{ processes: number; why: string }> {
   if (processes !== 'auto') return { processes, why: 'train.processes' };
   if (device === 'cpu') return { processes: 1, why: 'train.device is cpu' };
@@ -139,15 +141,18 @@ export async function resolveProcesses(
   const key = JSON.stringify(trainer);
   let info = infoCache.get(key);
   if (!info) infoCache.set(key, (info = trainerInfo(trainer, env)));
+  let gpus: number;
   try {
     const i = await info;
-    return i.device === 'cuda'
-      ? { processes: Math.max(1, i.gpus.length), why: `${i.gpus.length} GPUs` }
-      : { processes: 1, why: i.cudaUnavailable ?? 'no CUDA' };
+    if (i.device !== 'cuda') return { processes: 1, why: i.cudaUnavailable ?? 'no CUDA' };
+    gpus = Math.max(1, i.gpus.length);
   } catch (e) {
     infoCache.delete(key);
     return { processes: 1, why: `the trainer's info failed: ${(e as Error).message.split('\n')[0]}` };
   }
+  let n = gpus;
+  while (effectiveBatch % n) n--;
+  return { processes: n, why: n === gpus ? `${gpus} GPUs` : `${gpus} GPUs, ${n} share the effective batch of ${effectiveBatch} equally` };
 }
 
 /** A training worker that must train on GPUs (SLEARN_REQUIRE_GPU=1) and cannot: the reason, from the trainer. */

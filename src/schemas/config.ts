@@ -165,7 +165,7 @@ export const TrainSchema = z.strictObject({
     .default('auto')
     .meta({
       description:
-        'training processes on the training host, one per GPU, under torchrun; auto: every GPU the host sees (1 on CPU). The effective batch (batchSize × gradientAccumulation) stays the same whatever the count',
+        'training processes on the training host, one per GPU, under torchrun; auto: every GPU the host sees, as many as divide the effective batch (1 on CPU). The effective batch (batchSize × gradientAccumulation) stays the same whatever the count',
     }),
   distributed: DistributedSchema.default('ddp').meta({
     description: 'with several processes: ddp, a copy of the base per GPU; fsdp, the base sharded across the GPUs (bases that do not fit one GPU)',
