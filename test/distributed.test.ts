@@ -9,7 +9,7 @@
  *   loss starts near 5). The same examples make each optimiser step whatever the process count; only
  *   float32 rounding differs (the gradient of two half batches summed by an all-reduce instead of one
  *   batch, machine epsilon 1.2e-7 on values up to ~5), and it grows a little with each step: measured
- *   2.6e-6 at most over 16 steps (0 at step 1), so the tolerance is 8 times that. A wrong batch split or
+ *   2.6e-6 at most over 12 steps (0 at step 1), so the tolerance is 8 times that. A wrong batch split or
  *   data shard changes which examples a step sees, and the loss by more than 1e-2 from the first steps,
  *   500 times the tolerance. (Relative differences are no measure near convergence: 1e-7 on a loss of
  *   4e-4 is 2e-4.)
