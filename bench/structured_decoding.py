@@ -1,4 +1,4 @@
-"""Structured decoding for the judge's schema: slearn_trainer/structured.py vs xgrammar,
+"""Structured decoding for the judge's schema: slearn_trainer/server/structured.py vs xgrammar,
 llguidance, lm-format-enforcer and outlines, on the embedded model (SmolLM2-135M-Instruct,
 float32, CPU, greedy, one request at a time). Results and decision: BENCHMARKS.md.
 
@@ -109,7 +109,7 @@ def version(dist):
 
 
 def make_structured(model, tok, schema, max_new):
-    from slearn_trainer import structured
+    from slearn_trainer.server import structured
 
     props = structured.flat_properties(schema)
     assert props, "the judge schema must take structured.py's constrained path"
@@ -117,7 +117,7 @@ def make_structured(model, tok, schema, max_new):
     sg = structured.StructuredGenerator(lambda: model, tok, vocab)
 
     def run(ids):
-        text = sg.build(ids, props, 0.0, 1.0, random.Random(0))
+        text = sg.build(ids, props, temperature=0.0, top_p=1.0, rng=random.Random(0))
         return text, None
 
     return run
@@ -283,8 +283,8 @@ def main(argv=None) -> int:
     import jsonschema
     import torch
 
-    from slearn_trainer import structured
     from slearn_trainer.modelload import load_model_and_tokenizer
+    from slearn_trainer.server import structured
 
     model, tok, _ = load_model_and_tokenizer("smollm2-135m-instruct")
     validator = jsonschema.Draft202012Validator(JUDGE_SCHEMA)

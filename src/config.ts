@@ -107,6 +107,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadedConfig {
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(dir, p));
   config.dataset = abs(config.dataset);
   if (config.eval) config.eval = abs(config.eval);
+  if (config.train.chatTemplate) config.train.chatTemplate = abs(config.train.chatTemplate);
 
   const store = normaliseStoreUrl(config.artifacts ?? opts.defaultStore ?? resolve('.slearn', 'artifacts'), config.artifacts ? dir : process.cwd());
   if (typeof store !== 'string') {
@@ -118,9 +119,15 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadedConfig {
   for (const [field, p] of [
     ['dataset', config.dataset],
     ['eval', config.eval],
+    ['train.chatTemplate', config.train.chatTemplate],
   ] as const) {
     if (p && !existsSync(p))
-      problems.push({ file, line: lineOf([field]), field, message: `file not found: ${p}: check the path (relative paths are relative to the config file)` });
+      problems.push({
+        file,
+        line: lineOf(field.split('.')),
+        field,
+        message: `file not found: ${p}: check the path (relative paths are relative to the config file)`,
+      });
   }
   if (opts.checkKeys !== false) {
     const endpoints: [string, Config['model'] | undefined][] = [

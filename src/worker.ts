@@ -8,7 +8,8 @@ import { installLogger } from './temporal/logging';
 import { temporalTarget, unreachable } from './temporal/address';
 import { dataConverter } from './temporal/dataConverter';
 import { STATE_DIR, trainerCommand } from './paths';
-import { ALL_QUEUES, TASK_QUEUE } from './schemas/run';
+import { ALL_QUEUES, TASK_QUEUE, TRAIN_TASK_QUEUE } from './schemas/run';
+import { requireGpu } from './pipeline/trainer-process';
 
 export interface WorkerOptions {
   /** Temporal's address (default: the standard client configuration, see temporal/address.ts). */
@@ -66,6 +67,10 @@ export function workerDeps(opts: WorkerOptions = {}): WorkerDeps {
 export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal): Promise<void> {
   const env = opts.env ?? process.env;
   const converter = dataConverter(env); // a bad payload key fails before connecting
+  const deps = workerDeps(opts);
+  const queues = opts.queues?.length ? opts.queues : [...ALL_QUEUES];
+  // SLEARN_REQUIRE_GPU=1: a training worker that would train on the CPU refuses to start, and says why.
+  if (queues.includes(TRAIN_TASK_QUEUE)) await requireGpu(deps.trainer, env);
   const target = temporalTarget(env);
   const address = opts.address ?? target.address;
   const namespace = opts.namespace ?? target.namespace;
@@ -75,8 +80,7 @@ export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal)
   } catch (e) {
     throw unreachable({ address, namespace }, e);
   }
-  const activities = createActivities(workerDeps(opts));
-  const queues = opts.queues?.length ? opts.queues : [...ALL_QUEUES];
+  const activities = createActivities(deps);
   try {
     const workers = await Promise.all(
       queues.map(async (taskQueue) =>

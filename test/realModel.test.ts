@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { startRun } from '../src/client';
 import { openStore } from '../src/store/open';
 import { trainerCommand } from '../src/paths';
+import { trainerInfo } from '../src/pipeline/trainer-process';
 import { adapterName } from '../src/pipeline/adapters';
 import type { EvalItemResult } from '../src/pipeline/evaluate';
 import { temporal, tempDir, inProcessWorker } from './support/stack';
@@ -54,7 +55,9 @@ describe('the real embedded model, end to end', () => {
       const r = await (await startRun(server.client, cfg, { runId: 'real-model-1' })).result();
 
       expect(r.counts).toMatchObject({ items: 6, known: 0, unknown: 6, ungradeable: 0 });
-      expect(r.train).toMatchObject({ skipped: false, steps: 24, runtime: { device: 'cpu', precision: 'fp32' } });
+      // where `auto` trains is what the trainer's `info` says this host has (CUDA on a GPU host)
+      const info = await trainerInfo(trainerCommand(), process.env);
+      expect(r.train).toMatchObject({ skipped: false, steps: 24, runtime: { device: info.device, precision: info.precision } });
       // The evaluation ran against the adapter loaded into the server under its content-derived name.
       const tuned = adapterName(r.train!.adapter!);
       expect(r.evaluation!.tunedModel).toBe(tuned);

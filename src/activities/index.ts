@@ -84,6 +84,7 @@ async function asActivity<I, R>(deps: WorkerDeps, step: (env: StepEnv, input: I)
     // A holder on another host is taken over only after this; renewals happen every fifth of it.
     leaseTtlMs: Math.min(10 * 60_000, Math.max(10_000, 2 * (timeoutMs ?? 60_000))),
     label: `${info.workflowExecution?.workflowId ?? 'run'}/${info.activityType}#${info.attempt}`,
+    log: ctx.log,
   };
   try {
     if (timeoutMs) ctx.heartbeat(latest);

@@ -5,6 +5,7 @@ import { pct } from '../metrics';
 import { STATE_DIR } from '../paths';
 import { Registry } from '../registry/registry';
 import { renderHistory } from '../report/render';
+import { cpuNotice } from '../report/summary';
 import { normaliseStoreUrl, openStore } from '../store/open';
 import { table } from './output';
 
@@ -68,6 +69,7 @@ export function modelsCommand(): Command {
         `  adapter       ${v.adapter.uri} (${v.adapter.sha256.slice(0, 12)})`,
         `  data          ${v.dataSha.slice(0, 12)}, ${v.trainItems} items trained, ${v.steps} steps, ${v.trainSeconds.toFixed(1)} s`,
         `  trained on    ${JSON.stringify(v.runtime)}`,
+        ...(cpuNotice(v.runtime) ? [`  notice        ${cpuNotice(v.runtime)}`] : []),
         `  accuracy      base ${pct(e.base.accuracy)}${e.current ? `, current ${pct(e.current.accuracy)}` : ''}, tuned ${pct(e.tuned.accuracy)} [${pct(e.tuned.low)}, ${pct(e.tuned.high)}] on ${e.items} items`,
         `  retention     ${e.retention ? `${pct(e.retention.accuracy)} of ${e.retention.total} known items` : 'not measured'}`,
         `  decision      ${v.decision.reason}`,

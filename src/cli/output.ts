@@ -4,6 +4,7 @@ import { pct } from '../metrics';
 import type { Audit, RunListing, RunStatus } from '../client';
 import { isTrainProgress, isWorkProgress } from '../schemas/progress';
 import type { Accuracy, Progress, RunResult } from '../schemas/run';
+import { cpuNotice } from '../report/summary';
 
 /** Colour and cursor tricks only on a terminal that wants them (NO_COLOR, pipes and CI logs get plain text). */
 export function fancy(stream: NodeJS.WriteStream = process.stdout, env: NodeJS.ProcessEnv = process.env): boolean {
@@ -93,6 +94,8 @@ export function summaryTable(r: RunResult, reportPath?: string, width = outputWi
         ? 'skipped (nothing to learn)'
         : `${r.train.steps} steps, ${r.train.trainSeconds.toFixed(1)} s${where}${r.train.resumedFromStep ? `, resumed from step ${r.train.resumedFromStep}` : ''}`,
     ]);
+    const cpu = r.train.skipped ? undefined : cpuNotice(rt);
+    if (cpu) t.push(['notice', cpu]);
   }
   const e = r.evaluation;
   if (e) {

@@ -1,6 +1,12 @@
 import type { Store } from '../store/store';
 import type { WorkerPolicy } from './policy';
 
+/** Where a step says what it is doing (Temporal's activity logger in a worker): a message and structured fields. */
+export interface StepLog {
+  info(message: string, meta?: Record<string, unknown>): void;
+  warn(message: string, meta?: Record<string, unknown>): void;
+}
+
 /**
  * What a pipeline step gets from whoever runs it: an activity (heartbeats, cancellation, attempt
  * numbers from Temporal) or a test calling the step directly. Steps know nothing about Temporal.
@@ -30,4 +36,6 @@ export interface StepEnv {
   leaseTtlMs: number;
   /** Who is running this step, for leases and logs. */
   label: string;
+  /** Log lines with structured fields (none when absent). */
+  log?: StepLog;
 }

@@ -92,6 +92,7 @@ export function checkConfig(policy: WorkerPolicy, config: Config, configFile: st
   checkPath(policy, configFile, 'config file');
   checkPath(policy, config.dataset, 'dataset');
   if (config.eval) checkPath(policy, config.eval, 'eval file');
+  if (config.train.chatTemplate) checkPath(policy, config.train.chatTemplate, 'train.chatTemplate');
   checkEndpoint(policy, config.model, 'model');
   if (config.grader.type === 'judge' && config.grader.model) checkEndpoint(policy, config.grader.model, 'grader.model');
 }

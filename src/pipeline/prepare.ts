@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { scanDataset } from '../dataset/read';
 import { loadConfig } from '../config';
 import { formatProblem, InvalidInputError } from '../problems';
@@ -92,7 +93,15 @@ export async function prepare(env: StepEnv, input: RunInput & { runId: string })
   const config = readConfig(env, input);
   const store = await env.store(input.store);
   const configRef = await store.putJson(config);
-  const ctx: StepCtx = { runId: input.runId, store: input.store, config: configRef, ...(input.reuseFrom?.length ? { reuseFrom: input.reuseFrom } : {}) };
+  // The training host has no access to the config's files: the chat template travels as a blob.
+  const chatTemplate = config.train.chatTemplate ? await store.putBytes(await readFile(config.train.chatTemplate)) : undefined;
+  const ctx: StepCtx = {
+    runId: input.runId,
+    store: input.store,
+    config: configRef,
+    ...(input.reuseFrom?.length ? { reuseFrom: input.reuseFrom } : {}),
+    ...(chatTemplate ? { chatTemplate } : {}),
+  };
 
   const draws: number[] = [];
   const all = await readOrRefuse(store, config.dataset, config, (item) => draws.push(draw(config.split.seed, item.id, 'split')));

@@ -5,15 +5,16 @@ import type { ArtifactRef } from '../schemas/artifacts';
 import type { Config } from '../schemas/config';
 import type { TrainProgressDetails } from '../schemas/progress';
 import type { StepCtx, TrainResult } from '../schemas/run';
-import { trainArgv, type TrainArgs, type TrainerEvent } from '../schemas/trainer';
-import { processId, stopGroup } from '../proc';
+import { launchArgv, trainArgv, type TrainArgs, type TrainerEvent, type TrainRuntime } from '../schemas/trainer';
+import { trainerCommand } from '../paths';
+import { processId, stopGroup, type ProcessId } from '../proc';
 import { Lease, LeaseLost } from '../store/lease';
 import { getDir, putDir } from '../store/manifest';
 import { fingerprint, once, runKey, runPrefix } from '../store/steps';
 import type { Store } from '../store/store';
-import type { StepEnv } from './env';
+import type { StepEnv, StepLog } from './env';
 import { loadConfig } from './shards';
-import { startTrainer, trainerEnv } from './trainer-process';
+import { resolveProcesses, startTrainer, trainerEnv, type TrainerExit, type TrainerRun } from './trainer-process';
 
 /** The trainer said the input can never work (bad data, bad arguments, no CUDA): not retried. */
 export class TrainerError extends Error {
@@ -53,8 +54,17 @@ interface CheckpointDoc {
 
 type LossPoint = { step: number; loss: number; epoch?: number };
 
-export function trainerArgs(config: Config, paths: { data: string; out: string; initAdapter?: string; lateData?: string }): TrainArgs {
+/** Keys of `train` that say how a training runs, not what it learns: a retry that changes them still resumes. */
+const HOW_IT_RUNS = ['saveSteps', 'saveMinutes', 'logSeconds', 'processes', 'distributed', 'gradientCheckpointing', 'attention', 'reportTo', 'chatTemplate'];
+
+/** What decides what a training learns: the `train` settings less how it runs (the template counts by its contents). */
+export function learnedSettings(t: Config['train']): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(t).filter(([k]) => !HOW_IT_RUNS.includes(k)));
+}
+
+export function trainerArgs(config: Config, paths: { data: string; out: string; initAdapter?: string; lateData?: string; chatTemplate?: string }): TrainArgs {
   const t = config.train;
+  const optional = <K extends keyof TrainArgs>(key: K, value: TrainArgs[K] | undefined) => (value === undefined ? {} : { [key]: value });
   return {
     base: t.base ?? config.model.name,
     data: paths.data,
@@ -66,7 +76,6 @@ export function trainerArgs(config: Config, paths: { data: string; out: string; 
     loraAlpha: t.loraAlpha,
     loraDropout: t.loraDropout,
     loraTargets: t.loraTargets,
-    saveSteps: t.saveSteps,
     seed: t.seed,
     device: t.device,
     precision: t.precision,
@@ -77,12 +86,20 @@ export function trainerArgs(config: Config, paths: { data: string; out: string; 
     reportTo: t.reportTo,
     quantization: t.quantization,
     packing: t.packing,
-    ...(paths.initAdapter ? { initAdapter: paths.initAdapter } : {}),
-    ...(paths.lateData ? { lateData: paths.lateData } : {}),
+    distributed: t.distributed,
+    gradientCheckpointing: t.gradientCheckpointing,
+    attention: t.attention,
+    ...optional('saveSteps', t.saveSteps),
+    ...optional('saveMinutes', t.saveMinutes),
+    ...optional('logSeconds', t.logSeconds),
+    ...optional('initAdapter', paths.initAdapter),
+    ...optional('lateData', paths.lateData),
+    ...optional('chatTemplate', paths.chatTemplate),
   };
 }
 
 const pad = (n: number) => String(n).padStart(10, '0');
+const quiet: StepLog = { info: () => undefined, warn: () => undefined };
 
 /** Copies a checkpoint as it is when reported (hard links: instant, and safe from the trainer's rotation). */
 async function snapshot(src: string, dest: string): Promise<void> {
@@ -100,20 +117,271 @@ async function snapshot(src: string, dest: string): Promise<void> {
  * thing shared with other hosts: the training set (and a chained run's adapter) are staged from
  * it, each checkpoint is uploaded to it when the trainer reports it, and a retry on any host
  * restores the newest uploaded checkpoint before the trainer resumes. A lease in the store keeps
- * one trainer per run across hosts; a trainer whose lease cannot be renewed is stopped.
+ * one trainer per run across hosts; a trainer whose lease cannot be renewed is stopped. With
+ * several GPUs the trainer runs under torchrun, one process per GPU, as one process group.
  */
 export async function train(env: StepEnv, { ctx, trainSet, lateSet, initAdapter }: TrainInput): Promise<TrainResult> {
   const store = await env.store(ctx.store);
   const config = await loadConfig(store, ctx);
   const base = config.train.base ?? config.model.name;
   if (!trainSet.count) return { skipped: true, base, steps: 0, resumedFromStep: 0, trainSeconds: 0 };
-  // A run without a late set keeps the fingerprint it had before late sets existed.
-  const fp = lateSet
-    ? fingerprint('train', trainSet.sha256, base, config.train, initAdapter?.sha256 ?? null, lateSet.sha256)
-    : fingerprint('train', trainSet.sha256, base, config.train, initAdapter?.sha256 ?? null);
+  const learned = learnedSettings(config.train);
+  const template = ctx.chatTemplate?.sha256 ?? null;
+  // A run without a late set (or a chat template) keeps the fingerprint it would have had without the key.
+  const fp = fingerprint(
+    'train',
+    trainSet.sha256,
+    base,
+    learned,
+    initAdapter?.sha256 ?? null,
+    ...(lateSet || template ? [lateSet?.sha256 ?? null] : []),
+    ...(template ? [template] : []),
+  );
   return once(store, ctx, 'train', fp, { trainSet, ...(lateSet ? { lateSet } : {}), ...(initAdapter ? { initAdapter } : {}) }, () =>
     trainOnce(env, store, ctx, config, fp, { trainSet, lateSet, initAdapter }),
   );
+}
+
+/** The files the trainer reads, staged from the store into this host's scratch directory. */
+async function stageInputs(store: Store, out: string, ctx: StepCtx, { trainSet, lateSet, initAdapter }: Omit<TrainInput, 'ctx'>) {
+  await mkdir(out, { recursive: true });
+  const data = join(out, 'train.jsonl');
+  await store.download(trainSet, data);
+  const stage = async (ref: ArtifactRef | undefined, name: string) => {
+    if (!ref) return undefined;
+    await store.download(ref, join(out, name));
+    return join(out, name);
+  };
+  const lateData = await stage(lateSet, 'late.jsonl');
+  const chatTemplate = await stage(ctx.chatTemplate, 'chat_template.jinja');
+  let initDir: string | undefined;
+  if (initAdapter) {
+    initDir = join(out, 'init-adapter');
+    await getDir(store, initAdapter, initDir);
+  }
+  return { data, lateData, chatTemplate, initAdapter: initDir };
+}
+
+/** The newest checkpoint any host uploaded, restored into `out` (this host's copy is used when it is the same), and the loss curve up to it. */
+async function restoreNewestCheckpoint(store: Store, prefix: string, out: string): Promise<{ step: number; losses: LossPoint[] }> {
+  const docs = await store.listDocs(`${prefix}/checkpoints`);
+  const newest = docs.length ? await store.readDoc<CheckpointDoc>(docs[docs.length - 1]) : undefined;
+  if (!newest) return { step: 0, losses: [] };
+  await getDir(store, newest.manifest, join(out, `checkpoint-${newest.step}`));
+  return { step: newest.step, losses: await store.jsonlAll<LossPoint>(newest.losses) };
+}
+
+/**
+ * The live state of a training from the trainer's events: the heartbeat details (step, loss, speed,
+ * where it runs), the loss curve, and how it ended. A trainer that prints several error events (under
+ * torchrun, the rank that failed and the ranks stopped after it) is judged by its first non-retryable one.
+ */
+class TrainingProgress {
+  readonly details: TrainProgressDetails;
+  done?: Extract<TrainerEvent, { event: 'done' }>;
+  error?: Extract<TrainerEvent, { event: 'error' }>;
+  start?: Extract<TrainerEvent, { event: 'start' }>;
+  private firstStep?: { step: number; t: number };
+
+  constructor(
+    private readonly env: StepEnv,
+    resumed: { step: number; losses: LossPoint[] },
+    readonly losses: LossPoint[] = resumed.losses,
+  ) {
+    this.details = { phase: 'train', step: resumed.step, totalSteps: 0, host: hostname(), startedAt: Date.now() };
+    env.progress({ ...this.details });
+  }
+
+  onEvent(e: TrainerEvent): void {
+    const d = this.details;
+    switch (e.event) {
+      case 'start':
+        this.start = e;
+        d.totalSteps = e.total_steps;
+        d.resumedFromStep = e.resumed_from_step;
+        d.step = e.resumed_from_step;
+        if (e.device) d.device = e.device;
+        if (e.precision) d.precision = e.precision;
+        if (e.processes) d.processes = e.processes;
+        break;
+      case 'progress':
+        this.firstStep ??= { step: e.step, t: Date.now() };
+        if (e.step > this.firstStep.step) d.stepsPerSecond = (e.step - this.firstStep.step) / ((Date.now() - this.firstStep.t) / 1000);
+        d.step = e.step;
+        d.totalSteps = e.total_steps;
+        if (typeof e.loss === 'number') {
+          d.loss = e.loss;
+          // Steps arrive in order; a trainer resumed from a checkpoint repeats the steps after it.
+          // (Copying the whole curve per step was quadratic: 2.4 GB and 150 s at 125,000 steps.)
+          while (this.losses.length && this.losses[this.losses.length - 1].step >= e.step) this.losses.pop();
+          this.losses.push({ step: e.step, loss: e.loss, ...(e.epoch !== undefined ? { epoch: e.epoch } : {}) });
+        }
+        break;
+      case 'checkpoint':
+        d.checkpointStep = e.step;
+        break;
+      case 'done':
+        this.done = e;
+        break;
+      case 'error':
+        if (!this.error || (this.error.retryable !== false && e.retryable === false)) this.error = e;
+    }
+    this.env.progress({ ...d });
+  }
+
+  uploaded(step: number): void {
+    this.details.uploadedStep = step;
+    this.env.progress({ ...this.details });
+  }
+
+  /** Where and how it ran, for the result, the report and the registry. */
+  runtime(): TrainRuntime {
+    const s = this.start;
+    const d = this.done;
+    const all: TrainRuntime = {
+      host: hostname(),
+      device: s?.device,
+      precision: s?.precision,
+      gpus: s?.gpus?.length ? s.gpus : undefined,
+      processes: s?.processes,
+      perDeviceBatch: s?.per_device_batch,
+      gradientAccumulation: s?.gradient_accumulation,
+      effectiveBatch: s?.effective_batch,
+      distributed: s?.distributed,
+      gradientCheckpointing: s?.gradient_checkpointing,
+      attention: s?.attention,
+      tokensPerSecond: d?.tokens_per_second,
+      peakMemoryBytes: d?.peak_memory_bytes,
+    };
+    return Object.fromEntries(Object.entries(all).filter(([, v]) => v !== undefined));
+  }
+}
+
+/**
+ * Uploads the checkpoints the trainer reports, off the training path: the trainer never waits for
+ * the store. A reported checkpoint is snapshotted at once (hard links: safe from the trainer's
+ * rotation), then uploaded in order, one at a time, each with the loss curve up to it. A snapshot
+ * still waiting when a newer one arrives is dropped (a retry resumes from the newest only), so a
+ * store slower than the checkpoint interval never piles up snapshots. Only the lease holder
+ * publishes: a superseded attempt never overwrites a newer one's checkpoint.
+ */
+export class CheckpointUploader {
+  private queue: Promise<void> = Promise.resolve();
+  private waiting?: { step: number; staged: string; ready: Promise<void>; losses: LossPoint[] };
+  readonly uploaded: number[] = [];
+  error?: Error;
+
+  constructor(
+    private readonly store: Store,
+    private readonly prefix: string,
+    private readonly lease: Lease,
+    private readonly out: string,
+    private readonly onUploaded: (step: number) => void,
+    private readonly log: StepLog,
+  ) {}
+
+  /** A checkpoint the trainer reported, with the loss curve so far. */
+  add(step: number, path: string, losses: LossPoint[]): void {
+    const staged = join(this.out, '.uploads', `checkpoint-${step}`);
+    const superseded = this.waiting;
+    this.waiting = { step, staged, ready: snapshot(path, staged), losses: losses.filter((l) => l.step <= step) };
+    if (superseded) void this.drop(superseded, `checkpoint ${step} supersedes it`);
+    this.queue = this.queue.then(() => this.next());
+  }
+
+  /** Waits for the upload under way; one still waiting is dropped when the training is done (its adapter supersedes it). */
+  async settle(trainingDone: boolean): Promise<void> {
+    if (trainingDone && this.waiting) {
+      const w = this.waiting;
+      this.waiting = undefined;
+      await this.drop(w, 'the training is done');
+    }
+    await this.queue;
+  }
+
+  private async drop(w: NonNullable<CheckpointUploader['waiting']>, why: string): Promise<void> {
+    this.log.info('checkpoint not uploaded', { step: w.step, why });
+    await w.ready.catch(() => undefined);
+    await rm(w.staged, { recursive: true, force: true });
+  }
+
+  private async next(): Promise<void> {
+    const w = this.waiting;
+    if (!w) return;
+    this.waiting = undefined;
+    const t0 = Date.now();
+    try {
+      await w.ready;
+      const manifest = await putDir(this.store, w.staged, 'checkpoint', { step: w.step });
+      const losses = await this.store.putJsonl(w.losses);
+      await this.lease.assertHeld();
+      await this.store.writeDoc(`${this.prefix}/checkpoints/${pad(w.step)}.json`, {
+        step: w.step,
+        manifest,
+        losses,
+        host: hostname(),
+        at: new Date().toISOString(),
+      } satisfies CheckpointDoc);
+      this.uploaded.push(w.step);
+      this.onUploaded(w.step);
+      this.log.info('checkpoint uploaded', { step: w.step, bytes: manifest.bytes, seconds: (Date.now() - t0) / 1000 });
+    } catch (e) {
+      this.error ??= e as Error;
+      this.log.warn('checkpoint upload failed', { step: w.step, error: (e as Error).message });
+    } finally {
+      await rm(w.staged, { recursive: true, force: true });
+    }
+  }
+}
+
+/**
+ * Renews the lease while the trainer runs, well inside its lifetime, recording the trainer's process
+ * (under torchrun the launcher: its ranks die with it). A trainer whose lease cannot be renewed is
+ * stopped before the lease expires, so a takeover on another host never overlaps it; a cancelled
+ * step stops it too. Resolves when the trainer exited, with the lease loss if there was one.
+ */
+export async function keepLeaseAlive(
+  lease: Lease,
+  run: TrainerRun,
+  { ttlMs, signal, log }: { ttlMs: number; signal: AbortSignal; log: StepLog },
+): Promise<{ exit: TrainerExit; lost?: Error }> {
+  const trainer: ProcessId | undefined = run.child.pid ? processId(run.child.pid) : undefined;
+  const stop = async () => {
+    if (trainer) await stopGroup(trainer, 5000);
+  };
+  let lastRenewed = Date.now();
+  let lost: Error | undefined;
+  const renew = async () => {
+    try {
+      await lease.renew(trainer);
+      lastRenewed = Date.now();
+    } catch (e) {
+      if (e instanceof LeaseLost || Date.now() - lastRenewed > ttlMs * 0.6) {
+        lost ??= e instanceof LeaseLost ? e : new LeaseLost(`cannot renew the training lease: ${(e as Error).message}`);
+        log.warn('training lease lost: stopping the trainer', { error: lost.message });
+        await stop();
+      }
+    }
+  };
+  await renew();
+  const renewing = setInterval(() => void renew(), Math.max(200, ttlMs / 5));
+  const onAbort = () => {
+    log.info('training cancelled: stopping the trainer');
+    void stop();
+  };
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return { exit: await run.done, lost };
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    clearInterval(renewing);
+  }
+}
+
+/** How a trainer run that did not finish fails: non-retryable when the trainer said so, else retried. */
+function failure(progress: TrainingProgress, exit: TrainerExit): Error {
+  const why = progress.error?.message ?? `trainer exited with ${exit.signal ?? `code ${exit.code}`}: ${exit.stderrTail.slice(-8).join('\n')}`;
+  return progress.error?.retryable === false ? new TrainerError(why) : new Error(why);
 }
 
 async function trainOnce(
@@ -122,8 +390,10 @@ async function trainOnce(
   ctx: StepCtx,
   config: Config,
   fp: string,
-  { trainSet, lateSet, initAdapter }: Pick<TrainInput, 'trainSet' | 'lateSet' | 'initAdapter'>,
-) {
+  input: Pick<TrainInput, 'trainSet' | 'lateSet' | 'initAdapter'>,
+): Promise<{ outputs: Record<string, ArtifactRef>; result: TrainResult }> {
+  const log = env.log ?? quiet;
+  const base = config.train.base ?? config.model.name;
   const prefix = `${runPrefix(ctx.runId)}/train-${fp.slice(0, 16)}`;
   const lease = await Lease.acquire(store, `leases/${runKey(ctx.runId)}/train-${fp.slice(0, 16)}`, {
     token: Lease.newToken(env.label),
@@ -134,173 +404,62 @@ async function trainOnce(
   if (!(lease instanceof Lease)) throw new TrainerBusy(lease.busy, lease.retryAfterMs);
 
   const out = join(env.scratch, 'train', `${runKey(ctx.runId)}-${fp.slice(0, 16)}`);
-  let trainerPid: number | undefined;
-  let renewing: NodeJS.Timeout | undefined;
   try {
-    await mkdir(out, { recursive: true });
-    const data = join(out, 'train.jsonl');
-    await store.download(trainSet, data);
-    let lateData: string | undefined;
-    if (lateSet) {
-      lateData = join(out, 'late.jsonl');
-      await store.download(lateSet, lateData);
-    }
-    let initDir: string | undefined;
-    if (initAdapter) {
-      initDir = join(out, 'init-adapter');
-      await getDir(store, initAdapter, initDir);
-    }
+    const files = await stageInputs(store, out, ctx, input);
+    const restored = await restoreNewestCheckpoint(store, prefix, out);
+    const t = config.train;
+    const { processes, why } = await resolveProcesses(t.processes, t.device, env.trainer, env.env, t.batchSize * t.gradientAccumulation);
+    const fields = { run: ctx.runId, attempt: env.attempt, host: hostname(), processes, processesWhy: why };
+    log.info(restored.step ? 'training resumes from the newest checkpoint in the store' : 'training starts', { ...fields, fromStep: restored.step });
 
-    // Resume from the newest checkpoint any host uploaded (this host's copy is used when it is the same).
-    const docs = await store.listDocs(`${prefix}/checkpoints`);
-    const newest = docs.length ? await store.readDoc<CheckpointDoc>(docs[docs.length - 1]) : undefined;
-    let losses: LossPoint[] = [];
-    if (newest) {
-      await getDir(store, newest.manifest, join(out, `checkpoint-${newest.step}`));
-      losses = await store.jsonlAll<LossPoint>(newest.losses);
-    }
-
-    const details: TrainProgressDetails = { phase: 'train', step: newest?.step ?? 0, totalSteps: 0, host: hostname(), startedAt: Date.now() };
-    env.progress({ ...details });
-    let done: Extract<TrainerEvent, { event: 'done' }> | undefined;
-    let error: Extract<TrainerEvent, { event: 'error' }> | undefined;
-    let firstStep: { step: number; t: number } | undefined;
-    let uploads: Promise<void> = Promise.resolve();
-    let uploadError: Error | undefined;
-
-    const upload = (step: number, src: string) => {
-      const staged = join(out, '.uploads', `checkpoint-${step}`);
-      const lossesNow = losses.filter((l) => l.step <= step);
-      const ready = snapshot(src, staged);
-      uploads = uploads.then(async () => {
-        try {
-          await ready;
-          const manifest = await putDir(store, staged, 'checkpoint', { step });
-          const lossRef = await store.putJsonl(lossesNow);
-          // Only the lease holder publishes checkpoints: a superseded attempt never overwrites a newer one's.
-          await lease.assertHeld();
-          await store.writeDoc(`${prefix}/checkpoints/${pad(step)}.json`, {
-            step,
-            manifest,
-            losses: lossRef,
-            host: hostname(),
-            at: new Date().toISOString(),
-          } satisfies CheckpointDoc);
-          details.uploadedStep = step;
-          env.progress({ ...details });
-        } catch (e) {
-          uploadError ??= e as Error;
-        } finally {
-          await rm(staged, { recursive: true, force: true });
-        }
-      });
-    };
-
+    const progress = new TrainingProgress(env, restored);
+    const uploader = new CheckpointUploader(store, prefix, lease, out, (step) => progress.uploaded(step), log);
+    const command = launchArgv(env.trainer, processes, trainerCommand({})[0]);
     const run = startTrainer(
-      env.trainer,
-      trainArgv({ ...trainerArgs(config, { data, out, initAdapter: initDir, lateData }) }),
+      command,
+      trainArgv(trainerArgs(config, { out, ...files })),
       (e) => {
-        switch (e.event) {
-          case 'start':
-            details.totalSteps = e.total_steps;
-            details.resumedFromStep = e.resumed_from_step;
-            details.step = e.resumed_from_step;
-            if (e.device) details.device = e.device;
-            if (e.precision) details.precision = e.precision;
-            break;
-          case 'progress':
-            firstStep ??= { step: e.step, t: Date.now() };
-            if (e.step > firstStep.step) details.stepsPerSecond = (e.step - firstStep.step) / ((Date.now() - firstStep.t) / 1000);
-            details.step = e.step;
-            details.totalSteps = e.total_steps;
-            if (typeof e.loss === 'number') {
-              details.loss = e.loss;
-              // Steps arrive in order; a trainer resumed from a checkpoint repeats the steps after it.
-              // (Copying the whole curve per step was quadratic: 2.4 GB and 150 s at 125,000 steps.)
-              while (losses.length && losses[losses.length - 1].step >= e.step) losses.pop();
-              losses.push({ step: e.step, loss: e.loss, ...(e.epoch !== undefined ? { epoch: e.epoch } : {}) });
-            }
-            break;
-          case 'checkpoint':
-            details.checkpointStep = e.step;
-            upload(e.step, isAbsolute(e.path) ? e.path : resolve(out, e.path));
-            break;
-          case 'done':
-            done = e;
-            break;
-          case 'error':
-            error = e;
-        }
-        env.progress({ ...details });
+        progress.onEvent(e);
+        if (e.event === 'checkpoint') uploader.add(e.step, isAbsolute(e.path) ? e.path : resolve(out, e.path), progress.losses);
       },
-      { logFile: join(out, 'trainer.log'), env: trainerEnv(env.env) },
+      { logFile: join(out, 'trainer.log'), eventLog: join(out, 'trainer-events.jsonl'), env: trainerEnv(env.env) },
     );
-    trainerPid = run.child.pid;
-    const trainer = trainerPid ? processId(trainerPid) : undefined;
-    const stop = async () => {
-      if (trainer) await stopGroup(trainer, 5000);
-    };
-
-    // Renew the lease well inside its lifetime; a trainer whose lease cannot be renewed is stopped
-    // before the lease expires, so a takeover on another host never overlaps it.
-    let lastRenewed = Date.now();
-    let lost: Error | undefined;
-    const renew = async () => {
-      try {
-        await lease.renew(trainer);
-        lastRenewed = Date.now();
-      } catch (e) {
-        if (e instanceof LeaseLost || Date.now() - lastRenewed > env.leaseTtlMs * 0.6) {
-          lost ??= e instanceof LeaseLost ? e : new LeaseLost(`cannot renew the training lease: ${(e as Error).message}`);
-          await stop();
-        }
-      }
-    };
-    await renew();
-    renewing = setInterval(() => void renew(), Math.max(200, env.leaseTtlMs / 5));
-    const onAbort = () => void stop();
-    env.signal.addEventListener('abort', onAbort, { once: true });
-    let exit;
-    try {
-      exit = await run.done;
-    } finally {
-      env.signal.removeEventListener('abort', onAbort);
-      clearInterval(renewing);
-      renewing = undefined;
-    }
-    await uploads;
+    const { exit, lost } = await keepLeaseAlive(lease, run, { ttlMs: env.leaseTtlMs, signal: env.signal, log });
+    await uploader.settle(exit.code === 0 && !!progress.done);
     env.signal.throwIfAborted();
     if (lost) throw lost;
+    const done = progress.done;
     if (exit.code !== 0 || !done) {
-      const why = error?.message ?? `trainer exited with ${exit.signal ?? `code ${exit.code}`}: ${exit.stderrTail.slice(-8).join('\n')}`;
-      if (error && error.retryable === false) throw new TrainerError(why);
-      throw new Error(why);
+      const err = failure(progress, exit);
+      log.warn(err instanceof TrainerError ? 'training failed: not retryable' : 'training failed: the retry resumes from the newest checkpoint', {
+        ...fields,
+        step: progress.details.step,
+        uploadedStep: progress.details.uploadedStep ?? restored.step,
+        error: err.message.split('\n')[0],
+      });
+      throw err;
     }
-    if (uploadError) throw uploadError;
+    if (uploader.error) throw uploader.error;
+
     const adapterDir = isAbsolute(done.adapter) ? done.adapter : resolve(out, done.adapter);
     await lease.assertHeld();
-    const adapter = await putDir(store, adapterDir, 'adapter', { base: config.train.base ?? config.model.name, steps: done.steps });
-    const lossesRef = await store.putJsonl(losses.sort((a, b) => a.step - b.step));
+    const adapter = await putDir(store, adapterDir, 'adapter', { base, steps: done.steps });
+    const lossesRef = await store.putJsonl(progress.losses.sort((a, b) => a.step - b.step));
+    const runtime = progress.runtime();
+    log.info('training done', { ...fields, steps: done.steps, trainSeconds: done.train_seconds, device: runtime.device, uploads: uploader.uploaded.length });
     const result: TrainResult = {
       skipped: false,
-      base: config.train.base ?? config.model.name,
+      base,
       adapter,
-      ...(initAdapter ? { initAdapter } : {}),
+      ...(input.initAdapter ? { initAdapter: input.initAdapter } : {}),
       steps: done.steps,
-      resumedFromStep: details.resumedFromStep ?? 0,
+      resumedFromStep: progress.details.resumedFromStep ?? 0,
       trainSeconds: done.train_seconds,
       losses: lossesRef,
-      runtime: {
-        host: hostname(),
-        ...(details.device ? { device: details.device } : {}),
-        ...(details.precision ? { precision: details.precision } : {}),
-        ...(done.tokens_per_second !== undefined ? { tokensPerSecond: done.tokens_per_second } : {}),
-        ...(done.peak_memory_bytes !== undefined ? { peakMemoryBytes: done.peak_memory_bytes } : {}),
-      },
+      runtime,
     };
     return { outputs: { adapter, losses: lossesRef }, result };
   } finally {
-    if (renewing) clearInterval(renewing);
-    await lease.release().catch(() => undefined);
+    await lease.release().catch((e: Error) => log.warn('could not release the training lease', { error: e.message }));
   }
 }

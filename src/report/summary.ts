@@ -1,5 +1,6 @@
 import { pct } from '../metrics';
 import type { Accuracy } from '../schemas/run';
+import type { TrainRuntime } from '../schemas/trainer';
 import type { ReportData } from './data';
 import { bytes, count, duration, interval, points, pValue } from './format';
 import { finiteLosses, movingAverage, smoothingWindow } from './series';
@@ -80,7 +81,9 @@ export function device(d: ReportData): string | undefined {
       ? `${r.gpus[0].name}${r.gpus.length > 1 ? ` ×${r.gpus.length}` : ''}`
       : r.gpus.map((g) => g.name).join(', ')
     : undefined;
-  const inner = [r.precision, gpus, r.host ? `host ${r.host}` : undefined].filter(Boolean).join(', ');
+  const procs =
+    r.processes && r.processes > 1 ? `${r.processes} processes${r.distributed && r.distributed !== 'none' ? ` (${r.distributed})` : ''}` : undefined;
+  const inner = [r.precision, gpus, procs, r.host ? `host ${r.host}` : undefined].filter(Boolean).join(', ');
   if (!r.device && !inner) return undefined;
   return `${r.device ?? 'device'}${inner ? ` (${inner})` : ''}`;
 }
@@ -100,7 +103,31 @@ export function trainingLine(d: ReportData): string | undefined {
     r?.peakMemoryBytes ? `peak memory ${bytes(r.peakMemoryBytes)}` : '',
   ].filter(Boolean);
   if (extra.length) s += ` ${extra.join('; ')}.`;
+  const batch = effectiveBatch(r);
+  if (batch) s += ` ${batch}.`;
+  const cpu = cpuNotice(r);
+  if (cpu) s += ` ${cpu}`;
   return s;
+}
+
+/** "Effective batch 16 (2 per device × 4 accumulated × 2 processes)": what one optimiser step saw, whatever the GPU count. */
+export function effectiveBatch(r: TrainRuntime | undefined): string | undefined {
+  if (!r?.effectiveBatch || !r.perDeviceBatch || !r.gradientAccumulation) return undefined;
+  const parts = [
+    `${r.perDeviceBatch} per device`,
+    `${r.gradientAccumulation} accumulated`,
+    `${r.processes ?? 1} process${(r.processes ?? 1) === 1 ? '' : 'es'}`,
+  ];
+  return `Effective batch ${count(r.effectiveBatch)} (${parts.join(' × ')})`;
+}
+
+/**
+ * A training that ran on the CPU says so wherever the run is summarised: fine for a small base, but
+ * on a GPU host it means the GPU could not be used, and an 8B base would take days.
+ */
+export function cpuNotice(r: TrainRuntime | undefined): string | undefined {
+  if (r?.device !== 'cpu') return undefined;
+  return 'Trained on the CPU, not a GPU: on a GPU host that means its GPU could not be used (`python -m slearn_trainer info` says why; train.device: cuda refuses the CPU).';
 }
 
 export function lossSummary(d: ReportData): string | undefined {

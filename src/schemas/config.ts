@@ -1,6 +1,15 @@
 import { z } from 'zod';
 import { ColumnsSchema } from './dataset';
-import { DeviceSchema, PrecisionSchema, QuantizationSchema, ReportToSchema, SERVER_LIMITS } from './trainer';
+import {
+  AttentionSchema,
+  DeviceSchema,
+  DistributedSchema,
+  GradientCheckpointingSchema,
+  PrecisionSchema,
+  QuantizationSchema,
+  ReportToSchema,
+  SERVER_LIMITS,
+} from './trainer';
 
 /**
  * Real keys have well-known prefixes and are long and mixed-case (`sk_live_…`, `hf_…`, `ghp_…`,
@@ -115,12 +124,39 @@ export const TrainSchema = z.strictObject({
   loraAlpha: z.number().int().min(1).max(4096).default(32).meta({ description: 'LoRA alpha (scale = alpha / rank)' }),
   loraDropout: z.number().min(0).max(1).default(0).meta({ description: 'dropout on the LoRA path' }),
   loraTargets: z.string().min(1).default('all-linear').meta({ description: 'all-linear, or comma-separated module names' }),
-  saveSteps: z.number().int().min(1).default(20).meta({ description: 'steps between checkpoints (each is uploaded to the store)' }),
+  saveSteps: z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .meta({ description: 'optimiser steps between checkpoints, each uploaded to the store; 0: by time only (default: 20 on CPU, by time on CUDA)' }),
+  saveMinutes: z
+    .number()
+    .positive()
+    .optional()
+    .meta({ description: 'minutes of training between checkpoints, so a failure loses at most this much (default: 10 on CUDA, none on CPU)' }),
+  logSeconds: z
+    .number()
+    .min(0)
+    .optional()
+    .meta({ description: 'seconds between progress points (step, mean loss since the last); 0: every step (default: 0 on CPU, 5 on CUDA)' }),
   seed: z.number().int().default(42).meta({ description: 'seed of training and of sampled answers' }),
   device: DeviceSchema.default('auto').meta({ description: 'auto: CUDA when the training host has it, else CPU' }),
   precision: PrecisionSchema.default('auto').meta({ description: 'auto: bf16 where the GPU supports it, fp16 on other GPUs, fp32 on CPU' }),
-  batchSize: z.number().int().min(1).max(4096).default(4).meta({ description: 'examples per device step' }),
-  gradientAccumulation: z.number().int().min(1).max(1024).default(1).meta({ description: 'device steps per optimiser step' }),
+  batchSize: z
+    .number()
+    .int()
+    .min(1)
+    .max(4096)
+    .default(4)
+    .meta({ description: 'examples per device step (with several processes, at most this many per process)' }),
+  gradientAccumulation: z
+    .number()
+    .int()
+    .min(1)
+    .max(1024)
+    .default(1)
+    .meta({ description: 'device steps per optimiser step; with several processes the trainer divides it (or the batch) among them' }),
   maxSeqLen: z.number().int().min(8).max(131072).default(512).meta({ description: 'tokens per example (prompt and answer)' }),
   maxSteps: z.number().int().min(0).default(0).meta({ description: 'stop after this many steps (0: all epochs)' }),
   quantization: QuantizationSchema.default('none').meta({ description: '4bit: QLoRA (bitsandbytes on a CUDA host) for large bases on one GPU' }),
@@ -128,6 +164,28 @@ export const TrainSchema = z.strictObject({
     description: "TRL's report_to: tensorboard, mlflow or wandb (the package must be installed on the training host)",
   }),
   packing: z.boolean().default(false).meta({ description: 'pack short examples into full sequences' }),
+  processes: z
+    .union([z.literal('auto'), z.number().int().min(1).max(64)])
+    .default('auto')
+    .meta({
+      description:
+        'training processes on the training host, one per GPU, under torchrun; auto: every GPU the host sees, as many as divide the effective batch (1 on CPU). The effective batch (batchSize × gradientAccumulation) stays the same whatever the count',
+    }),
+  distributed: DistributedSchema.default('ddp').meta({
+    description: 'with several processes: ddp, a copy of the base per GPU; fsdp, the base sharded across the GPUs (bases that do not fit one GPU)',
+  }),
+  gradientCheckpointing: GradientCheckpointingSchema.default('auto').meta({
+    description:
+      'recompute activations in the backward pass (about a third more compute, far less memory); auto: on CUDA when the activations would take over half the memory left after loading the base, off on CPU',
+  }),
+  attention: AttentionSchema.default('auto').meta({
+    description: 'attention kernel; auto: flash-attention on CUDA in bf16/fp16 where the flash-attn package is installed, else PyTorch SDPA',
+  }),
+  chatTemplate: z
+    .string()
+    .min(1)
+    .optional()
+    .meta({ description: 'a Jinja chat template file for a base whose tokenizer has none; used for training and given to the model server' }),
 });
 
 export const PromoteSchema = z.strictObject({

@@ -40,6 +40,8 @@ export interface TrainProgressDetails {
   uploadedStep?: number;
   device?: 'cuda' | 'cpu';
   precision?: 'bf16' | 'fp16' | 'fp32';
+  /** Training processes (one per GPU under torchrun). */
+  processes?: number;
   host: string;
   startedAt: number;
 }

@@ -1,6 +1,6 @@
 import type { ConfigInput, Endpoint, Level } from './config';
 import type { ArtifactRef } from './artifacts';
-import type { RuntimeInfo } from './trainer';
+import type { TrainRuntime } from './trainer';
 
 /** Task queues: training has its own (a GPU host); adapters are staged where the model server can read them. */
 export const TASK_QUEUE = 'slearn';
@@ -50,6 +50,8 @@ export interface StepCtx {
   store: string;
   config: ArtifactRef;
   reuseFrom?: string[];
+  /** The config's train.chatTemplate file, read by prepare (where the config is) for the training host. */
+  chatTemplate?: ArtifactRef;
 }
 
 /** A model as the run uses it: the base, or the base with an adapter loaded under `name`. */
@@ -111,7 +113,7 @@ export interface TrainResult {
   resumedFromStep: number;
   trainSeconds: number;
   losses?: ArtifactRef;
-  runtime?: Partial<RuntimeInfo> & { host?: string; tokensPerSecond?: number; peakMemoryBytes?: number };
+  runtime?: TrainRuntime;
 }
 
 export interface Accuracy {

@@ -1,8 +1,9 @@
 """Command line: `python -m slearn_trainer train|serve|info ...` (the trainer contract).
 
-The options of `train` and `serve` come from contract.json (see contract.py). Usage errors are
-a non-retryable error event and exit 2; bad data, model or device a non-retryable error event
-and exit 1; anything unexpected a retryable one.
+The options of `train` and `serve` come from contract.json (contract.py) and are read as typed
+arguments (arguments.py). Usage errors are a non-retryable error event and exit 2; bad data, model,
+device or a missing package a non-retryable error event and exit 1; anything unexpected a retryable
+one (a peer rank that died, a full disk, a flaky filesystem: a retry resumes from the last checkpoint).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import sys
 import traceback
 
-from . import contract, modelload
+from . import arguments, contract, modelload
 from .events import FatalError, claim_stdout, emit
 
 
@@ -37,11 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
-    if args.cmd in ("train", "serve"):
-        contract.finish(args, contract.CONTRACT[args.cmd])
-    return args
+def parse_args(argv: list[str]):
+    """The typed arguments of `train` or `serve` (arguments.py), or the namespace of `info`."""
+    ns = build_parser().parse_args(argv)
+    if ns.cmd not in arguments.COMMANDS:
+        return ns
+    contract.finish(ns, contract.CONTRACT[ns.cmd])
+    return arguments.from_namespace(ns.cmd, ns)
+
+
+def command_of(args) -> str:
+    return (
+        "train"
+        if isinstance(args, arguments.TrainArguments)
+        else "serve"
+        if isinstance(args, arguments.ServeArguments)
+        else args.cmd
+    )
 
 
 # glibc otherwise hands freed tensor memory back to the OS and re-faults it on the next
@@ -66,6 +79,18 @@ def _reexec_with_malloc_tuning(argv) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "slearn_trainer", *argv])
 
 
+def classify(e: BaseException, args) -> tuple[str, bool]:
+    """(message, retryable) of a failure that was not a FatalError."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError too
+        hint = "lower --batch-size or --max-seq-len"
+        if isinstance(args, arguments.TrainArguments) and args.gradient_checkpointing != "on":
+            hint += ", or set --gradient-checkpointing on"
+        return f"out of memory: {e}; {hint}", False
+    if getattr(args, "quantization", "none") != "none" and modelload._is_bnb_failure(e):
+        return str(modelload._bnb_error(e)), False  # a broken bitsandbytes install does not heal by retrying
+    return f"{type(e).__name__}: {e}", True
+
+
 def main(argv=None) -> int:
     from_cli = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -74,7 +99,8 @@ def main(argv=None) -> int:
     if argv[:1] == ["train"]:
         claim_stdout()  # stdout carries only JSON events from here on
     args = parse_args(argv)
-    if args.cmd == "info":
+    cmd = command_of(args)
+    if cmd == "info":
         from .device import info
 
         print(json.dumps(info()))
@@ -82,23 +108,21 @@ def main(argv=None) -> int:
     modelload.use_offline_for(args.base)
     modelload.quiet_libraries()
     try:
-        if args.cmd == "train":
+        if cmd == "train":
             from .train import run
         else:
-            from .serve import run
+            from .server import run
         return run(args)
     except FatalError as e:
-        if args.cmd == "serve":
+        if cmd == "serve":
             print(f"slearn_trainer serve: {e}", file=sys.stderr)
         emit("error", message=str(e), retryable=False)
         return 1
     except SystemExit:
         raise
     except BaseException as e:  # noqa: BLE001  (reported as an event, then exit 1)
-        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError too
-            emit("error", message=f"out of memory: {e}; lower --batch-size or --max-seq-len", retryable=False)
-            return 1
-        # unexpected: worth a retry
-        traceback.print_exc(file=sys.stderr)
-        emit("error", message=f"{type(e).__name__}: {e}", retryable=True)
+        message, retryable = classify(e, args)
+        if retryable:
+            traceback.print_exc(file=sys.stderr)
+        emit("error", message=message, retryable=retryable)
         return 1

@@ -1,8 +1,17 @@
 """Load the base model: the embedded GGUF, a .gguf file, a local HF directory or a Hub id.
 
-Dequantising a GGUF file through transformers takes several seconds, so the first load
-writes a float32 Hugging Face copy into a cache directory (tmp dir + rename, so a killed
-process never leaves a half-written cache) and later loads read that copy.
+The weights go straight to the device they run on: on CUDA, transformers loads each tensor
+onto this process's GPU (`device_map`), never a whole host-memory copy first (under FSDP, the
+launcher's first rank reads the weights and the others receive their shards). Dequantising a
+GGUF file through transformers takes seconds (minutes for 8B), so the first load writes a
+Hugging Face copy in the dtype it runs in (float32 on CPU, bf16 on most GPUs: 16 GB for 8B, not
+32) into a cache directory, under a file lock (so 8 ranks or a trainer and a server convert it
+once) and through a tmp dir + rename (a killed process never leaves a half-written cache); later
+loads read that copy.
+
+A tokenizer without a chat template is refused unless a template file is given (`--chat-template`);
+the same file then serves the model (`serve --chat-template`), so training and serving format
+turns the same way. `--attention` picks the attention kernel (device.check_attention).
 
 A local model (the embedded one, a file or a directory) never touches a model hub:
 `use_offline_for()` sets the Hugging Face offline switches for it before transformers is
@@ -11,6 +20,7 @@ imported. A Hub id is fetched online unless the user set HF_HUB_OFFLINE themselv
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import logging
@@ -59,11 +69,15 @@ def embedded_gguf_path() -> Path:
 
 
 def setup_torch_threads() -> int:
+    """CPU threads for torch: SLEARN_THREADS, else the CPUs this process may use shared among the
+    processes of this host (torchrun's LOCAL_WORLD_SIZE), so two ranks on 2 cores do not run 4 threads."""
     import torch
 
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     n = int(os.environ.get("SLEARN_THREADS", n))
     torch.set_num_threads(max(1, n))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, n)))  # accelerate reads it to leave ours alone
     return n
 
 
@@ -84,14 +98,17 @@ def cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "slearn" / "models"
 
 
-def _file_key(path: Path) -> str:
+def _file_key(path: Path, precision: str = "fp32") -> str:
+    """The cache name of a GGUF file converted to `precision` (float32 copies keep the name they
+    had before other precisions were cached, so existing caches stay valid)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     import transformers
 
-    return f"{path.stem}-{h.hexdigest()[:16]}-tf{transformers.__version__}"
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    return f"{path.stem}-{h.hexdigest()[:16]}-tf{transformers.__version__}{suffix}"
 
 
 def resolve_base(base: str) -> tuple[str, Path | str]:
@@ -131,14 +148,13 @@ def _is_complete_hf_dir(d: Path) -> bool:
     return (d / "config.json").is_file() and (d / ".slearn-complete").is_file() and any(d.glob("*.safetensors"))
 
 
-def _convert_gguf(gguf: Path, dest: Path) -> None:
-    import torch
+def _convert_gguf(gguf: Path, dest: Path, dtype) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.time()
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    # The weights are dequantised float32 now; drop the gguf quantizer marker so it can be saved.
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
+    # The weights are dequantised now; drop the gguf quantizer marker so it can be saved.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -160,26 +176,48 @@ def _convert_gguf(gguf: Path, dest: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("converted %s to float32 HF copy at %s in %.1fs", gguf, dest, time.time() - t0)
+    log.info("converted %s to a %s HF copy at %s in %.1fs", gguf, dtype, dest, time.time() - t0)
 
 
-def hf_dir_for(base: str) -> Path | str:
-    """What transformers loads for --base: a local HF directory (converting and caching a GGUF
-    once) or a Hub id."""
+def hf_dir_for(base: str, precision: str = "fp32") -> Path | str:
+    """What transformers loads for --base: a local HF directory (converting a GGUF once to
+    `precision`, cached) or a Hub id."""
     kind, where = resolve_base(base)
     if kind != "gguf":
         return where
-    dest = cache_root() / _file_key(where)
-    if not _is_complete_hf_dir(dest):
-        if dest.exists():  # incomplete leftover (should not happen thanks to rename)
-            shutil.rmtree(dest, ignore_errors=True)
-        _convert_gguf(where, dest)
+    dest = cache_root() / _file_key(where, precision)
+    if _is_complete_hf_dir(dest):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first process converts; the others wait, then read its copy
+        if not _is_complete_hf_dir(dest):
+            if dest.exists():  # incomplete leftover (should not happen thanks to rename)
+                shutil.rmtree(dest, ignore_errors=True)
+            import torch
+
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+            _convert_gguf(where, dest, dtype)
     return dest
 
 
-def load_model_and_tokenizer(base: str, runtime=None, quantization: str = "none"):
-    """(model, tokenizer, source) in eval mode, in the runtime's dtype on its device
-    (default: CPU, float32). `quantization="4bit"` loads the weights through bitsandbytes."""
+class QuantizationError(FatalError):
+    """bitsandbytes cannot load the base in 4 bits here (not retryable: installing is the fix)."""
+
+
+def load_model_and_tokenizer(
+    base: str,
+    runtime=None,
+    quantization: str = "none",
+    *,
+    attention: str = "sdpa",
+    chat_template: str | None = None,
+    sharded: bool = False,
+):
+    """(model, tokenizer, source) in eval mode, in the runtime's dtype on its device (default: CPU,
+    float32), loaded straight there. `quantization="4bit"` loads the weights through bitsandbytes;
+    `attention` is transformers' attn_implementation; `chat_template` a Jinja file that replaces (or
+    supplies) the tokenizer's template; `sharded` leaves placement to FSDP (see the module doc)."""
     from .device import Runtime
 
     runtime = runtime or Runtime("cpu", "fp32")
@@ -187,21 +225,15 @@ def load_model_and_tokenizer(base: str, runtime=None, quantization: str = "none"
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.time()
-    src = hf_dir_for(base)
-    kw: dict = {"dtype": runtime.dtype}
+    src = hf_dir_for(base, runtime.precision)
+    kw: dict = {"dtype": runtime.dtype, "attn_implementation": attention}
     if quantization == "4bit":
-        import torch
-        from transformers import BitsAndBytesConfig
-
-        kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=runtime.dtype,
-        )
-        kw["device_map"] = {"": torch.cuda.current_device()}
+        kw["quantization_config"] = _bnb_config(runtime)
+    if runtime.device == "cuda" and not sharded:
+        kw["device_map"] = {"": runtime.index}
     if not isinstance(src, Path):
         _check_hub(base)
+    template = _read_chat_template(chat_template)
     try:
         tok = AutoTokenizer.from_pretrained(str(src))
         model = AutoModelForCausalLM.from_pretrained(str(src), **kw)
@@ -209,15 +241,79 @@ def load_model_and_tokenizer(base: str, runtime=None, quantization: str = "none"
         if isinstance(src, Path):
             raise
         raise _hub_error(base, e) from e
-    if quantization == "none":
-        model.to(runtime.device)
+    except (ImportError, RuntimeError, ValueError) as e:
+        if quantization != "none" and _is_bnb_failure(e):
+            raise _bnb_error(e) from e
+        raise
     model.eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if template is not None:
+        tok.chat_template = template
     if not tok.chat_template:
-        raise ModelSpecError(f"--base {base}: the tokenizer has no chat template")
-    log.info("loaded %s from %s in %.1fs (%s, %s)", base, src, time.time() - t0, runtime.device, runtime.precision)
+        raise ModelSpecError(
+            f"--base {base}: the tokenizer has no chat template; give one with --chat-template FILE "
+            "(train.chatTemplate in the config)"
+        )
+    log.info(
+        "loaded %s from %s in %.1fs (%s:%d, %s, %s)",
+        base,
+        src,
+        time.time() - t0,
+        runtime.device,
+        runtime.index,
+        runtime.precision,
+        attention,
+    )
     return model, tok, src
+
+
+def _read_chat_template(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelSpecError(f"--chat-template {path}: cannot read it ({e})") from e
+    if not text.strip():
+        raise ModelSpecError(f"--chat-template {path}: the file is empty")
+    import jinja2  # a transformers dependency: the tokenizer renders templates with it
+
+    try:
+        jinja2.Environment().parse(text)
+    except jinja2.TemplateSyntaxError as e:
+        raise ModelSpecError(f"--chat-template {path}:{e.lineno}: not a Jinja template: {e.message}") from e
+    return text
+
+
+def _bnb_config(runtime):
+    try:
+        from transformers import BitsAndBytesConfig
+
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=runtime.dtype,
+            bnb_4bit_quant_storage=runtime.dtype,  # FSDP can shard 4-bit weights stored in the compute dtype
+        )
+    except (ImportError, RuntimeError) as e:
+        raise _bnb_error(e) from e
+
+
+def _is_bnb_failure(e: BaseException) -> bool:
+    text = f"{type(e).__name__}: {e}".lower()
+    return any(w in text for w in ("bitsandbytes", "bnb", "libbitsandbytes", "cuda setup", "libcudart", "4bit"))
+
+
+def _bnb_error(e: BaseException) -> QuantizationError:
+    from .device import QLORA_INSTALL
+
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return QuantizationError(
+        f"--quantization 4bit: bitsandbytes cannot load the base on this host ({type(e).__name__}: {first}); "
+        f"install the locked extra built for this CUDA: {QLORA_INSTALL}, or set train.quantization: none"
+    )
 
 
 def _hub_offline() -> bool:

@@ -100,6 +100,9 @@ def train_cmd(data: Path, out: Path, *extra: str, base: str = EMBEDDED) -> list[
         "7",
         "--max-seq-len",
         "96",
+        # a progress event per step on every device (a CUDA run would report every few seconds)
+        "--log-seconds",
+        "0",
         *extra,
     ]
 
@@ -131,6 +134,15 @@ def wait_until(cond, timeout=30.0, what="condition"):
         if time.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def runtime_info() -> dict:
+    """What `python -m slearn_trainer info` says this host has: the tests expect what `auto` picks
+    here (CUDA and bf16 on a GPU host, the CPU and fp32 elsewhere), never the CPU by assumption."""
+    r = subprocess.run([PY, "-m", "slearn_trainer", "info"], capture_output=True, text=True, env=env(), timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
 
 
 @pytest.fixture(scope="session")
@@ -222,10 +234,10 @@ class LiveServer(Server):
     def __init__(self, argv: list[str]):
         import uvicorn
 
-        from slearn_trainer import cli, serve
+        from slearn_trainer import cli, server
 
-        self.engine, app = serve.build(cli.parse_args(["serve", *argv]))
-        sock = serve.bind("127.0.0.1", 0)
+        self.engine, app = server.build(cli.parse_args(["serve", *argv]))
+        sock = server.bind("127.0.0.1", 0)
         self.host, self.port = sock.getsockname()[:2]
         self.uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
         self.thread = threading.Thread(target=self.uv.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -1,5 +1,6 @@
 import concurrent.futures
 import json
+import shutil
 import threading
 
 import pytest
@@ -174,7 +175,7 @@ def test_bad_requests_400_name_the_field(tiny, body, param):
 
 
 def test_limits_are_the_contract_limits():
-    from slearn_trainer import api
+    from slearn_trainer.server import api
 
     fields = api.ChatRequest.model_fields
     assert any(getattr(m, "le", None) == LIMITS["maxN"] for m in fields["n"].metadata)
@@ -218,12 +219,12 @@ def test_bearer_token(tiny_server, monkeypatch):
 
 
 def test_api_key_env_must_be_set(tiny_base, monkeypatch):
-    from slearn_trainer import cli, serve
+    from slearn_trainer import cli, server
     from slearn_trainer.events import FatalError
 
     monkeypatch.delenv("SLEARN_TEST_UNSET", raising=False)
     with pytest.raises(FatalError, match="SLEARN_TEST_UNSET"):
-        serve.build(cli.parse_args(["serve", "--base", str(tiny_base), "--api-key-env", "SLEARN_TEST_UNSET"]))
+        server.build(cli.parse_args(["serve", "--base", str(tiny_base), "--api-key-env", "SLEARN_TEST_UNSET"]))
 
 
 def test_adapters_load_only_from_below_the_adapter_root(tiny, tiny_adapter, adapter_root, tmp_path):
@@ -346,3 +347,36 @@ def test_trained_adapter_changes_answers(server, adapter_path):
     assert server.request("POST", "/v1/unload_lora_adapter", {"lora_name": "tuned"})[0] == 200
     assert ask(server, model="tuned")[0] == 404
     assert text(ask(server, max_tokens=24)[1]) == base_text
+
+
+def test_stop_tokens_are_every_id_of_the_generation_config(tiny_base, tmp_path, tiny_server):
+    """The server stops on the tokenizer's EOS and on every id the generation config lists (Llama 3
+    ends turns with <|eot_id|>, which is not its tokenizer's EOS), nothing hard-coded."""
+    from types import SimpleNamespace
+
+    from slearn_trainer.server.api import ChatRequest
+    from slearn_trainer.server.engine import Row, stop_token_ids
+
+    from .conftest import LiveServer
+
+    llama3 = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[128001, 128008, 128009]))
+    assert stop_token_ids(llama3, SimpleNamespace(eos_token_id=128001)) == [128001, 128008, 128009]
+    # the tiny model's first greedy token, made an end-of-turn id in a copy of its generation config
+    srv = tiny_server()
+    req = ChatRequest(model=BASE, messages=[{"role": "user", "content": PROBE}], temperature=0, max_tokens=4)
+    ids = srv.engine.prompt_ids(req)
+    [(tokens, _)] = srv.engine.control(lambda: srv.engine._generate([Row(ids)], max_new=1)).result()
+    status, body = ask(srv, max_tokens=4)
+    assert status == 200 and text(body) != "", body
+    base = tmp_path / "stops"
+    shutil.copytree(tiny_base, base)
+    gen = json.loads((base / "generation_config.json").read_text())
+    gen["eos_token_id"] = [gen["eos_token_id"], tokens[0]]
+    (base / "generation_config.json").write_text(json.dumps(gen))
+    stopping = LiveServer(["--base", str(base)])
+    try:
+        assert tokens[0] in stopping.engine.eos_ids
+        status, body = ask(stopping, max_tokens=4)
+        assert status == 200 and body["choices"][0]["finish_reason"] == "stop" and text(body) == "", body
+    finally:
+        stopping.stop()

@@ -1,7 +1,9 @@
 import json
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,15 +21,25 @@ from .conftest import (
 # ---------------------------------------------------------------- the real model
 
 
-def test_killed_run_resumes_to_same_total(resumed_run):
+def test_killed_run_resumes_to_same_total(resumed_run, runtime_info):
     first = resumed_run["first"]
-    assert first[0] == {
+    # where `auto` trains is what `info` says this host has (CUDA on a GPU host, else the CPU)
+    assert first[0] | {"device": "?"} == {
         "event": "start",
         "total_steps": TOTAL_STEPS,
         "resumed_from_step": 0,
-        "device": "cpu",
-        "precision": "fp32",
+        "device": "?",
+        "precision": runtime_info["precision"],
+        "processes": 1,
+        "per_device_batch": BATCH,
+        "gradient_accumulation": 1,
+        "effective_batch": BATCH,
+        "distributed": "none",
+        "gradient_checkpointing": first[0]["gradient_checkpointing"],
+        "attention": first[0]["attention"],
+        **({"gpus": runtime_info["gpus"][:1]} if runtime_info["device"] == "cuda" else {}),
     }
+    assert first[0]["device"] == runtime_info["device"]
     assert any(e["event"] == "progress" for e in first)
     ck = next(e for e in first if e["event"] == "checkpoint")
     assert resumed_run["killed_rc"] != 0
@@ -51,7 +63,7 @@ def test_killed_run_resumes_to_same_total(resumed_run):
     done = evs[-1]
     assert done["event"] == "done" and done["steps"] == TOTAL_STEPS
     assert done["train_seconds"] > 0 and done["tokens_per_second"] > 0
-    assert "peak_memory_bytes" not in done  # CUDA only
+    assert ("peak_memory_bytes" in done) == (runtime_info["device"] == "cuda")  # CUDA only
     assert not (resumed_run["out"] / "checkpoint-999").exists()
 
 
@@ -181,10 +193,11 @@ def test_packing_keeps_the_loss_on_answers_only(tmp_path, tiny_base):
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from slearn_trainer import cli, device, train
+    from slearn_trainer import cli, device, distributed, train
+    from slearn_trainer import data as data_module
 
     data = write_chat_jsonl(tmp_path / "d.jsonl", FACTS)
-    rows = train.read_chat_jsonl(str(data))
+    rows = data_module.read_chat_jsonl(str(data))
     labelled = {}
     for packing in (False, True):
         args = cli.parse_args(
@@ -201,11 +214,12 @@ def test_packing_keeps_the_loss_on_answers_only(tmp_path, tiny_base):
                 *(["--packing"] if packing else []),
             ]
         )
-        model, tok = train.load_model(args, device.Runtime("cpu", "fp32"))
+        runtime = device.Runtime("cpu", "fp32")
+        model, tok = train.load_model(args, runtime)
         ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
         trainer = SFTTrainer(
             model=model,
-            args=train.sft_config(args, device.Runtime("cpu", "fp32"), tmp_path / "o"),
+            args=train.sft_config(args, train.make_plan(args, runtime, distributed.Ranks(), model), tmp_path / "o"),
             train_dataset=ds,
             processing_class=tok,
             peft_config=train.lora_config(args),
@@ -250,7 +264,7 @@ def test_stdin_watchdog_stops_an_orphaned_trainer(tmp_path, tiny_base):
 
 
 def test_late_order_puts_late_rows_in_the_second_half_only():
-    from slearn_trainer.train import late_order
+    from slearn_trainer.data import late_order
 
     rows = [{"i": i} for i in range(10)]
     late = [{"late": k} for k in range(4)]
@@ -292,3 +306,77 @@ def test_late_data_and_warmup_train_in_one_pass(tmp_path, tiny_base):
         timeout=300,
     )
     assert r2.returncode == 1 and "--late-data" in r2.stdout
+
+
+# ---------------------------------------------------------------- chat templates, converted bases
+
+TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def base_without_template(tmp_path, tiny_base) -> Path:
+    base = tmp_path / "no-template"
+    shutil.copytree(tiny_base, base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((base / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return base
+
+
+def test_a_base_without_chat_template_takes_one_from_a_file(tmp_path, tiny_base):
+    """Refused without --chat-template (not retryable, naming the flag); trained with one, and the
+    file is part of what the run learns from; the model server takes the same file."""
+    base = base_without_template(tmp_path, tiny_base)
+    data = write_chat_jsonl(tmp_path / "d.jsonl", FACTS[:4])
+    r = subprocess.run(
+        train_cmd(data, tmp_path / "refused", "--max-steps", "1", base=base),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=300,
+    )
+    evs = parse_events(r.stdout)
+    assert r.returncode == 1 and evs[-1]["retryable"] is False and "--chat-template FILE" in evs[-1]["message"]
+    template = tmp_path / "chatml.jinja"
+    template.write_text(TEMPLATE)
+    out = tmp_path / "out"
+    r = subprocess.run(
+        train_cmd(data, out, "--max-steps", "1", "--chat-template", str(template), base=base),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "slearn_run.json").read_text())["chat_template_sha256"]
+
+    from .conftest import LiveServer
+
+    srv = LiveServer(["--base", str(base), "--chat-template", str(template)])
+    try:
+        status, body = srv.chat(messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        assert status == 200, body
+    finally:
+        srv.stop()
+
+
+def test_gguf_base_is_converted_once_in_the_runs_dtype(tmp_path, monkeypatch):
+    """A GGUF base becomes a Hugging Face copy in the precision it runs in (bf16 on a GPU: half the
+    memory and disk of float32), converted once and then read from the cache."""
+    import torch
+    from safetensors import safe_open
+
+    from slearn_trainer import modelload
+
+    monkeypatch.setenv("SLEARN_MODEL_CACHE", str(tmp_path))
+    d = modelload.hf_dir_for("embedded", "bf16")
+    assert d.name.endswith("-bf16") and d.parent == tmp_path
+    weights = next(d.glob("*.safetensors"))
+    with safe_open(str(weights), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in list(f.keys())[:5]} == {torch.bfloat16}
+    stamp = (d / ".slearn-complete").stat().st_mtime_ns
+    assert modelload.hf_dir_for("embedded", "bf16") == d
+    assert (d / ".slearn-complete").stat().st_mtime_ns == stamp  # not converted again

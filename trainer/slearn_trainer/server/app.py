@@ -1,7 +1,6 @@
-"""`python -m slearn_trainer serve`: OpenAI-compatible chat server with PEFT LoRA adapters.
-
-The HTTP side (FastAPI): routes, the bearer token, the body size limit, adapter paths. Requests
-are validated by the models in api.py and run by the model thread in engine.py.
+"""The HTTP side of the model server (FastAPI): routes, the bearer token, the body size limit,
+adapter paths. Requests are validated by the models in api.py and run by the model thread in
+engine.py; startup.py builds both from the command line.
 
 What a client may ask is bounded (contract.json `limits`): the body size, `n`, `max_tokens` and
 the response schema are capped; at most --max-queue requests wait for the model, then the answer
@@ -19,7 +18,6 @@ import contextlib
 import functools
 import hmac
 import os
-import socket
 import sys
 import time
 import uuid
@@ -27,10 +25,8 @@ from pathlib import Path
 
 from fastapi import Request  # module level: FastAPI resolves the (string) annotations here
 
-from . import device, modelload
 from .api import LIMITS, ApiError, ChatRequest, LoadLoraRequest, UnloadLoraRequest, bad, validation_error
 from .engine import Engine
-from .events import FatalError
 
 # ---------------------------------------------------------------- HTTP app
 
@@ -128,9 +124,9 @@ def adapter_path(lora_path: str, root: Path | None) -> str:
 def create_app(
     engine: Engine, *, api_key: str | None = None, adapter_root: Path | None = None, ready_message: str | None = None
 ):
+    """The FastAPI app over `engine`: the guard in front, then the error handlers, the read-only
+    routes, chat completions and vLLM's adapter routes."""
     from fastapi import FastAPI
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import PlainTextResponse
 
     tokenizer_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tokenize")
 
@@ -143,6 +139,16 @@ def create_app(
 
     app = FastAPI(title="slearn model server", lifespan=lifespan)
     app.add_middleware(Guard, api_key=api_key, max_body=LIMITS["maxBodyBytes"])
+    add_error_handlers(app)
+    add_model_routes(app, engine)
+    add_chat_route(app, engine, tokenizer_pool)
+    add_adapter_routes(app, engine, adapter_root)
+    return app
+
+
+def add_error_handlers(app) -> None:
+    """Every refusal in OpenAI's error shape."""
+    from fastapi.exceptions import RequestValidationError
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
@@ -152,16 +158,21 @@ def create_app(
     async def _validation(request, exc: RequestValidationError):
         return validation_error(list(exc.errors())).response()
 
-    def model_card(mid, parent=None):
-        return {
-            "id": mid,
-            "object": "model",
-            "created": engine.created,
-            "owned_by": "slearn",
-            "root": mid,
-            "parent": parent,
-            "max_model_len": engine.max_ctx,
-        }
+
+def model_card(engine: Engine, model_id: str, parent: str | None = None) -> dict:
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": engine.created,
+        "owned_by": "slearn",
+        "root": model_id,
+        "parent": parent,
+        "max_model_len": engine.max_ctx,
+    }
+
+
+def add_model_routes(app, engine: Engine) -> None:
+    """GET /health (no token needed) and GET /v1/models: the base and its loaded adapters, by name."""
 
     @app.get("/health")
     async def health():
@@ -174,9 +185,39 @@ def create_app(
 
     @app.get("/v1/models")
     async def models():
-        data = [model_card(engine.served_name)]
-        data += [model_card(a, engine.served_name) for a in sorted(engine.adapters)]
+        data = [model_card(engine, engine.served_name)]
+        data += [model_card(engine, a, engine.served_name) for a in sorted(engine.adapters)]
         return {"object": "list", "data": data}
+
+
+def completion_body(model: str, choices: list, prompt_tokens: int) -> dict:
+    """A chat.completion object from the engine's (text, finish_reason, tokens) choices."""
+    completion_tokens = sum(c[2] for c in choices)
+    return {
+        "id": "chatcmpl-" + uuid.uuid4().hex,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+            for i, (text, finish, _) in enumerate(choices)
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def add_chat_route(app, engine: Engine, tokenizer_pool: concurrent.futures.Executor) -> None:
+    """POST /v1/chat/completions: tokenised off the event loop, generated by the model thread."""
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
@@ -188,28 +229,12 @@ def create_app(
         ids = await asyncio.get_running_loop().run_in_executor(tokenizer_pool, engine.prompt_ids, body)
         fut = engine.generate(body, None if model == engine.served_name else model, ids)
         choices, prompt_tokens = await result_unless_disconnected(request, fut)
-        completion_tokens = sum(c[2] for c in choices)
-        return {
-            "id": "chatcmpl-" + uuid.uuid4().hex,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": None,
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-                for i, (text, finish, _) in enumerate(choices)
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
+        return completion_body(model, choices, prompt_tokens)
+
+
+def add_adapter_routes(app, engine: Engine, adapter_root: Path | None) -> None:
+    """vLLM's runtime LoRA routes: load from below --adapter-root only, unload by name."""
+    from fastapi.responses import PlainTextResponse
 
     @app.post("/v1/load_lora_adapter")
     async def load_lora(body: LoadLoraRequest):
@@ -231,78 +256,3 @@ def create_app(
     async def unload_lora(body: UnloadLoraRequest):
         await asyncio.wrap_future(engine.control(functools.partial(engine.unload_adapter, body.lora_name)))
         return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
-
-    return app
-
-
-# ---------------------------------------------------------------- startup
-
-
-def _api_key(env_name: str | None) -> str | None:
-    if env_name is None:
-        return None
-    token = os.environ.get(env_name, "")
-    if not token:
-        raise FatalError(f"--api-key-env {env_name}: the environment variable {env_name} is not set or empty")
-    return token
-
-
-def _adapter_root(root: str | None) -> Path | None:
-    if root is None:
-        return None
-    real = Path(os.path.realpath(root))
-    if not real.is_dir():
-        raise FatalError(f"--adapter-root {root}: not a directory")
-    return real
-
-
-def _startup_adapters(specs: list[str], max_adapters: int) -> list[tuple[str, str]]:
-    adapters = []
-    for spec in specs:
-        name, _, path = spec.partition("=")
-        if not os.path.isfile(os.path.join(path, "adapter_config.json")):
-            raise FatalError(f"--adapter {spec!r}: no adapter_config.json in {path}")
-        adapters.append((name, os.path.realpath(path)))
-    if len(adapters) > max_adapters:
-        raise FatalError(f"{len(adapters)} --adapter options but --max-adapters is {max_adapters}")
-    return adapters
-
-
-def build(args, ready_message: str | None = None):
-    """(engine, app) for parsed `serve` arguments: every cheap check first, then the model."""
-    runtime = device.resolve(args.device, args.precision)
-    api_key = _api_key(args.api_key_env)
-    root = _adapter_root(args.adapter_root)
-    adapters = _startup_adapters(args.adapter, args.max_adapters)
-    model, tok, _ = modelload.load_model_and_tokenizer(args.base, runtime)
-    engine = Engine(
-        model, tok, args.served_name, args.max_batch, args.batch_window_ms, args.max_queue, args.max_adapters
-    )
-    for name, path in adapters:
-        engine.control(functools.partial(engine.load_adapter, name, path)).result()
-    return engine, create_app(engine, api_key=api_key, adapter_root=root, ready_message=ready_message)
-
-
-def bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
-    return sock
-
-
-def run(args) -> int:
-    import uvicorn
-
-    sock = bind(args.host, args.port)  # a port in use fails before the model loads
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    names = [spec.partition("=")[0] for spec in args.adapter]
-    ready = (
-        f"slearn_trainer serve: ready on http://{host}:{sock.getsockname()[1]}/v1 (model {args.served_name}"
-        + (f", adapters {', '.join(names)}" if names else "")
-        + ")"
-    )
-    _, app = build(args, ready)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
-    uvicorn.Server(config).run(sockets=[sock])
-    return 0

@@ -119,13 +119,27 @@ class RowSampling:
         return scores
 
 
+def stop_token_ids(model, tok) -> list[int]:
+    """Every id that ends a turn: the tokenizer's EOS and every id of the model's generation config
+    (Llama 3 lists both <|eot_id|> and <|end_of_text|> there, while its tokenizer's EOS is only one)."""
+    ids = {tok.eos_token_id}
+    gen = getattr(model, "generation_config", None)
+    configured = getattr(gen, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return sorted(i for i in ids if isinstance(i, int) and i >= 0)
+
+
 class Engine:
+    """The model thread and its queue (see the module doc). Keyword arguments only, after the model
+    and tokenizer: `serve` passes the contract's values (--max-batch, --batch-window-ms, ...), the one
+    place they are set."""
+
     def __init__(
         self,
         model,
         tok,
+        *,
         served_name: str,
-        # No defaults: `serve` passes the contract's (--max-batch, --batch-window-ms), the one place they are set.
         max_batch: int,
         window_ms: float,
         max_queue: int = LIMITS["maxQueue"],
@@ -146,9 +160,11 @@ class Engine:
         self.cv = threading.Condition()
         self.waiting = 0  # generation jobs submitted and not yet taken by the model thread
         self.seconds_per_request: float | None = None  # recent service time (EWMA), for Retry-After
-        self.eos_ids = sorted(
-            {i for i in [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")] if isinstance(i, int) and i >= 0}
-        )
+        self.eos_ids = stop_token_ids(model, tok)
+        if not self.eos_ids:
+            raise ValueError(
+                "the model has no end-of-turn token (neither the tokenizer nor the generation config names one)"
+            )
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[0]
         self.max_ctx = int(getattr(model.config, "max_position_embeddings", 8192))
         self._vocab = None
@@ -292,7 +308,7 @@ class Engine:
         self.model.set_adapter(name)
         return contextlib.nullcontext()
 
-    def _generate(self, rows: list[Row], max_new: int):
+    def _generate(self, rows: list[Row], *, max_new: int):
         """One left-padded batched generate over `rows`. Returns per row (token_ids, finish_reason)."""
         import torch
         from transformers import LogitsProcessorList
@@ -322,7 +338,7 @@ class Engine:
             res.append((seq, finish))
         return res
 
-    def _finish_text(self, ids, finish, stop):
+    def _finish_text(self, ids, finish, *, stop):
         text = self.tok.decode(ids, skip_special_tokens=True)
         for s in stop:
             k = text.find(s)
@@ -353,13 +369,13 @@ class Engine:
         st["rows"] += n_rows
         st["maxRows"] = max(st["maxRows"], n_rows)
         st["maxRequests"] = max(st["maxRequests"], len(batch))
-        gens = iter(self._generate([row for rows in per_job for row in rows], batch[0].req.max_tokens))
+        gens = iter(self._generate([row for rows in per_job for row in rows], max_new=batch[0].req.max_tokens))
         out = []
         for j, rows in zip(batch, per_job, strict=True):
             choices = []
             for _ in rows:
                 ids, finish = next(gens)
-                text, finish = self._finish_text(ids, finish, j.req.stop)
+                text, finish = self._finish_text(ids, finish, stop=j.req.stop)
                 choices.append((text, finish, len(ids)))
             if j.req.temperature == 0:
                 choices = choices * j.req.n
@@ -379,13 +395,13 @@ class Engine:
             rng = random.Random(seed)
             choices = []
             for _ in range(r.n):
-                text = sg.build(j.prompt_ids, props, r.temperature, r.top_p, rng)
+                text = sg.build(j.prompt_ids, props, temperature=r.temperature, top_p=r.top_p, rng=rng)
                 choices.append((text, "stop", len(self.tok.encode(text, add_special_tokens=False))))
             return (choices, len(j.prompt_ids))
         rows = self._rows(j)
         choices = []
-        for ids, finish in self._generate(rows, r.max_tokens):
-            text, finish = self._finish_text(ids, finish, r.stop)
+        for ids, finish in self._generate(rows, max_new=r.max_tokens):
+            text, finish = self._finish_text(ids, finish, stop=r.stop)
             choices.append((structured.extract_json(text), finish, len(ids)))
         if r.temperature == 0:
             choices = choices * r.n

@@ -24,7 +24,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from . import contract, structured
+from .. import contract
+from . import structured
 
 LIMITS = contract.LIMITS
 DEFAULT_MAX_TOKENS = 256

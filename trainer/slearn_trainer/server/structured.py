@@ -243,7 +243,7 @@ class StructuredGenerator:
         )
         return out[0, start:].tolist()
 
-    def _pick(self, scores: list[float], sample: bool, temperature: float, gen) -> int:
+    def _pick(self, scores: list[float], *, sample: bool, temperature: float, gen) -> int:
         if not sample:
             return max(range(len(scores)), key=lambda i: scores[i])
         m = max(scores)
@@ -255,7 +255,7 @@ class StructuredGenerator:
                 return i
         return len(w) - 1
 
-    def build(self, prompt_ids: list[int], props, temperature: float, top_p: float, rng) -> str:
+    def build(self, prompt_ids: list[int], props, *, temperature: float, top_p: float, rng) -> str:
         sample = temperature > 0
         text = "{"
         for i, (name, ps, kind) in enumerate(props):
@@ -264,7 +264,9 @@ class StructuredGenerator:
                 lits = ps["enum"] if kind == "enum" else ([ps["const"]] if kind == "const" else [True, False])
                 cands = [" " + json.dumps(x) for x in lits]
                 idx = (
-                    self._pick(self._score(prompt_ids, text, cands), sample, temperature, rng) if len(cands) > 1 else 0
+                    self._pick(self._score(prompt_ids, text, cands), sample=sample, temperature=temperature, gen=rng)
+                    if len(cands) > 1
+                    else 0
                 )
                 text += cands[idx]
             elif kind in ("number", "integer"):
