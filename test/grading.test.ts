@@ -146,7 +146,7 @@ describe('the filter decision', () => {
   const defaults = FilterSchema.parse({});
 
   it('by default trains on what the greedy answer got wrong and drops what the model knew, each with its reason', () => {
-    expect(defaults).toEqual({ trainOn: ['weaklyKnown', 'unknown'], replayFraction: 0, replayWhen: 'throughout', seed: 0 });
+    expect(defaults).toEqual({ trainOn: ['weaklyKnown', 'unknown'], replayFraction: 0, replayWhen: 'throughout', replayAnswer: 'reference', seed: 0 });
     expect(decide(grade('a', true), defaults)).toEqual({ decision: 'dropped', why: 'known (greedy right): already known, not trained on' });
     expect(decide(grade('b', false), defaults)).toEqual({ decision: 'kept', why: 'unknown (greedy wrong): trained on' });
     expect(decide(grade('c', false, [true, false]), defaults)).toEqual({ decision: 'kept', why: 'weaklyKnown (greedy wrong, 1/2 samples right): trained on' });

@@ -182,7 +182,9 @@ export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: 
       }
       counts[decision]++;
       if (decision === 'kept' || decision === 'replayed') {
-        const row = { messages: [...questionMessages(config, item.question), { role: 'assistant', content: item.answer }] };
+        // A replayed item may be taught the model's own right answer: what it already says, kept as it is.
+        const own = decision === 'replayed' && f.replayAnswer === 'model' ? grade.greedy?.answer : undefined;
+        const row = { messages: [...questionMessages(config, item.question), { role: 'assistant', content: own ?? item.answer }] };
         await (decision === 'replayed' ? lateSet : trainSet).row(row);
       }
       const answers = [grade.greedy?.answer ?? grade.answer, ...grade.samples.map((s) => s.answer)].filter((a): a is string => a !== undefined);

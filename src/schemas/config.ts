@@ -101,6 +101,9 @@ export const FilterSchema = z.strictObject({
   replayWhen: z.enum(['throughout', 'late']).default('throughout').meta({
     description: 'throughout: replayed items are shuffled with the rest; late: mixed into the second half of training only (KnownPatch)',
   }),
+  replayAnswer: z.enum(['reference', 'model']).default('reference').meta({
+    description: "reference: replayed items are taught their reference answer; model: the model's own greedy answer, which was graded right (self-distillation)",
+  }),
   seed: z.number().int().default(0).meta({ description: 'seed of the replay draw' }),
 });
 
