@@ -102,7 +102,8 @@ export const FilterSchema = z.strictObject({
     description: 'throughout: replayed items are shuffled with the rest; late: mixed into the second half of training only (KnownPatch)',
   }),
   replayAnswer: z.enum(['reference', 'model']).default('reference').meta({
-    description: "reference: replayed items are taught their reference answer; model: the model's own greedy answer, which was graded right (self-distillation)",
+    description:
+      "reference: replayed items are taught their reference answer; model: the model's own greedy answer, which was graded right (self-distillation)",
   }),
   seed: z.number().int().default(0).meta({ description: 'seed of the replay draw' }),
 });
