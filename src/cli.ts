@@ -1,11 +1,12 @@
 import { writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import type { Client } from '@temporalio/client';
 import { audit, connect, listRuns, runInputOf, runStatus, startRun } from './client';
 import { validateAll } from './config';
 import { looksLikeDataset, readDataset } from './dataset/read';
-import { formatProblem, InvalidInputError } from './problems';
+import { InvalidInput } from './errors';
+import { Exit, EXIT, reportFailure, UsageError } from './cli/exit';
 import { STATE_DIR } from './paths';
 import { startDevServer } from './temporal/devServer';
 import { SERVER_STATE_FILE } from './temporal/address';
@@ -16,16 +17,6 @@ import { saveReport } from './cli/reports';
 import { modelsCommand } from './cli/models';
 import { scheduleCommand } from './cli/schedule';
 import { compareCommandOption, runComparison } from './cli/compare';
-
-/** Exit codes: 0 success, 1 invalid input or a failed run, 2 wrong usage. */
-export class Exit extends Error {
-  constructor(
-    readonly code: number,
-    message = '',
-  ) {
-    super(message);
-  }
-}
 
 export const abortOnSignals = () => {
   const ac = new AbortController();
@@ -91,11 +82,11 @@ function program(): Command {
     .argument('[file]', 'a config (YAML or JSON) or a dataset (recognised by its content or extension)')
     .option('--dataset <file>', 'check FILE as a dataset, whatever it looks like')
     .action(async (file: string | undefined, o) => {
-      if (!file && !o.dataset) throw new Exit(2, 'give a CONFIG or a dataset FILE');
+      if (!file && !o.dataset) throw new UsageError('give a CONFIG or a dataset FILE');
       const dataset: string | undefined = o.dataset ?? (file && looksLikeDataset(file) ? file : undefined);
       if (dataset) {
         const r = await readDataset(dataset);
-        if (r.problems.length) throw new InvalidInputError(r.problems);
+        if (r.problems.length) throw new InvalidInput(r.problems);
         for (const n of r.notices) console.error(n);
         console.log(`${dataset}: ${r.count} items, ${r.format ?? r.fileType} format: OK`);
         if (!file || file === dataset) return;
@@ -142,7 +133,7 @@ function program(): Command {
       else if (s.status === 'RUNNING') console.log(progressLine(s));
       else
         throw new Exit(
-          1,
+          EXIT.failed,
           `run ${id} is ${s.status}${s.failure ? `: ${s.failure}` : ''}; \`slearn audit ${id}\` shows why, \`slearn resume ${id}\` starts again from its finished steps`,
         );
     });
@@ -189,7 +180,7 @@ function program(): Command {
     .argument('<id>')
     .action(async (id: string) => {
       const s = await runStatus(await connect(), id);
-      if (!s.result) throw new Exit(1, `run ${id} is ${s.status}: it has no report yet`);
+      if (!s.result) throw new Exit(EXIT.failed, `run ${id} is ${s.status}: it has no report yet`);
       console.log(await saveReport(s.result));
     });
 
@@ -200,7 +191,7 @@ function program(): Command {
     .action(async (id: string, o) => {
       const client = await connect();
       const input: RunInput | undefined = await runInputOf(client, id);
-      if (!input) throw new Exit(1, `cannot read the input of run ${id}: check the id with \`slearn list\``);
+      if (!input) throw new Exit(EXIT.failed, `cannot read the input of run ${id}: check the id with \`slearn list\``);
       const handle = await startRun(client, input.configFile, {
         reuseFrom: [id, ...(input.reuseFrom ?? [])],
         ...(input.overrides ? { overrides: input.overrides } : {}),
@@ -222,10 +213,13 @@ function program(): Command {
       const { EncryptionCodec, parseKey, KEY_ENV } = await import('./temporal/codec');
       const { codecServer } = await import('./temporal/codecServer');
       const key = process.env[KEY_ENV];
-      if (!key) throw new Exit(1, `${KEY_ENV} is not set: there is nothing to decode`);
+      if (!key) throw new Exit(EXIT.failed, `${KEY_ENV} is not set: there is nothing to decode`);
       const token = process.env[o.tokenEnv];
       if (!token || token.length < 16)
-        throw new Exit(1, `set ${o.tokenEnv} to a token of at least 16 characters (e.g. \`openssl rand -hex 24\`), and give the same token to the web UI`);
+        throw new Exit(
+          EXIT.failed,
+          `set ${o.tokenEnv} to a token of at least 16 characters (e.g. \`openssl rand -hex 24\`), and give the same token to the web UI`,
+        );
       const old = (process.env.SLEARN_PAYLOAD_OLD_KEYS ?? '')
         .split(',')
         .filter(Boolean)
@@ -253,23 +247,8 @@ function program(): Command {
 export async function main(argv: string[]): Promise<number> {
   try {
     await program().parseAsync(argv);
-    return 0;
+    return EXIT.ok;
   } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
-    if (e instanceof InvalidInputError) {
-      for (const pr of e.problems) console.error(formatProblem(pr));
-      return 1;
-    }
-    if (e instanceof Exit) {
-      if (e.message) console.error(e.message);
-      return e.code;
-    }
-    // Subcommands mark wrong usage (e.g. `schedule create` without --cron or --every): exit 2, as documented.
-    if ((e as { usage?: boolean }).usage) {
-      console.error(`error: ${(e as Error).message}`);
-      return 2;
-    }
-    console.error(`error: ${(e as Error).message ?? e}`);
-    return 1;
+    return reportFailure(e);
   }
 }

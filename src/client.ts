@@ -4,7 +4,7 @@ import { decodeFailure } from '@temporalio/common/lib/internal-non-workflow/code
 import { temporal } from '@temporalio/proto';
 import { configLine, validateAll, type LoadOptions, type Validated } from './config';
 import { ModelClient } from './model/client';
-import { InvalidInputError } from './problems';
+import { InvalidInput } from './errors';
 import { openStore } from './store/open';
 import { listSteps } from './store/steps';
 import { temporalTarget, unreachable } from './temporal/address';
@@ -39,7 +39,7 @@ export async function checkEndpoint(v: Validated, env: NodeJS.ProcessEnv = proce
   try {
     await new ModelClient(ep, ep.apiKeyEnv ? env[ep.apiKeyEnv] : undefined).listModels(AbortSignal.timeout(8000));
   } catch (e) {
-    throw new InvalidInputError([
+    throw new InvalidInput([
       {
         file: v.file,
         line: configLine(v.file, ['model', 'baseUrl']),
@@ -55,7 +55,7 @@ export async function checkStore(v: Validated): Promise<void> {
   try {
     await (await openStore(v.store)).backend.probe();
   } catch (e) {
-    throw new InvalidInputError([
+    throw new InvalidInput([
       { file: v.file, line: configLine(v.file, ['artifacts']), field: 'artifacts', message: `${(e as Error).message}: fix the location or its credentials` },
     ]);
   }
@@ -283,7 +283,7 @@ export async function audit(client: Client, workflowId: string): Promise<Audit> 
   const execs = [];
   for await (const w of client.workflow.list({ query: `WorkflowId = '${workflowId.replace(/'/g, '')}'` })) execs.push(w);
   execs.sort((a, b) => a.startTime.getTime() - b.startTime.getTime());
-  if (!execs.length) throw new InvalidInputError([{ file: workflowId, message: 'no such run: check the id with `slearn list` or the web UI' }]);
+  if (!execs.length) throw new InvalidInput([{ file: workflowId, message: 'no such run: check the id with `slearn list` or the web UI' }]);
   let input: RunInput | undefined;
   let result: RunResult | undefined;
   for (const exec of execs) {

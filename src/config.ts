@@ -3,7 +3,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, LineCounter, parseDocument } from 'yaml';
 import { ConfigSchema, type Config } from './schemas/config';
-import { describeIssue, fieldPath, InvalidInputError, type Problem } from './problems';
+import { InvalidInput } from './errors';
+import { describeIssue, fieldPath, type Problem } from './problems';
 import { scanDataset } from './dataset/read';
 import { normalise } from './grading/match';
 import { normaliseStoreUrl } from './store/open';
@@ -48,12 +49,12 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadedConfig {
   try {
     text = readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
   } catch {
-    throw new InvalidInputError([{ file, message: 'config file not found: check the path' }]);
+    throw new InvalidInput([{ file, message: 'config file not found: check the path' }]);
   }
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length) {
-    throw new InvalidInputError(
+    throw new InvalidInput(
       doc.errors.map((e) => ({
         file,
         line: e.linePos?.[0]?.line ?? (e.pos?.[0] !== undefined ? lineCounter.linePos(e.pos[0]).line : undefined),
@@ -63,7 +64,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadedConfig {
   }
   const fromFile = doc.toJS();
   if (fromFile === null || typeof fromFile !== 'object' || Array.isArray(fromFile)) {
-    throw new InvalidInputError([
+    throw new InvalidInput([
       {
         file,
         line: 1,
@@ -100,7 +101,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadedConfig {
         problems.push({ file, line: lineOf(issue.path), field: fieldPath(issue.path), message: describeIssue(issue, raw) });
       }
     }
-    throw new InvalidInputError(problems);
+    throw new InvalidInput(problems);
   }
   const config = parsed.data;
   const dir = dirname(resolve(file));
@@ -138,7 +139,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadedConfig {
       }
     }
   }
-  if (problems.length) throw new InvalidInputError(problems);
+  if (problems.length) throw new InvalidInput(problems);
   return { config, file: resolve(file), store: store as string };
 }
 
@@ -211,6 +212,6 @@ export async function validateAll(file: string, opts: LoadOptions = {}): Promise
     notices.push(...ev.notices);
     evalItems = ev.count;
   }
-  if (problems.length) throw new InvalidInputError(problems);
+  if (problems.length) throw new InvalidInput(problems);
   return { ...loaded, items: ds.count, ...(evalItems !== undefined ? { evalItems } : {}), notices };
 }

@@ -1,19 +1,17 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { setMaxListeners } from 'node:events';
-import { ModelCallError } from '../model/client';
+import { SlearnError } from '../errors';
 import type { StepEnv } from '../pipeline/env';
-import { InvalidInput, prepare } from '../pipeline/prepare';
-import { PolicyError, type WorkerPolicy } from '../pipeline/policy';
+import { prepare } from '../pipeline/prepare';
+import type { WorkerPolicy } from '../pipeline/policy';
 import { answerGradeShard } from '../pipeline/shards';
 import { filter } from '../pipeline/filter';
-import { train, TrainerBusy, TrainerError } from '../pipeline/train';
-import { AdapterNotLoaded, stageAdapter } from '../pipeline/adapters';
+import { train } from '../pipeline/train';
+import { stageAdapter } from '../pipeline/adapters';
 import { compareModels, evaluatePass } from '../pipeline/evaluate';
 import { promote, resolveCurrent } from '../pipeline/promote';
 import { report } from '../pipeline/report';
-import { StoreNotShared } from '../pipeline/work';
-import { RunIdReused } from '../store/steps';
 import type { Store } from '../store/store';
 
 /** After this many attempts of one step, items whose requests still fail are reported as ungradeable. */
@@ -29,27 +27,22 @@ export interface WorkerDeps {
   adapterDir: string;
 }
 
-/** Failures sorted once: what can never succeed stops the run with what to fix; the rest is retried. */
+/**
+ * A step's failure as Temporal records it: slearn's own failures carry their type, retry meaning and
+ * delay (src/errors.ts); anything else is retried under its class name.
+ */
 export function toFailure(e: unknown): unknown {
   if (e instanceof ApplicationFailure || e instanceof CancelledFailure) return e;
-  const err = e as Error;
-  const nonRetryable = (type: string) => ApplicationFailure.create({ message: err.message, type, nonRetryable: true });
-  if (e instanceof InvalidInput) return nonRetryable('InvalidInput');
-  if (e instanceof PolicyError) return nonRetryable('PolicyError');
-  if (e instanceof RunIdReused) return nonRetryable('RunIdReused');
-  if (e instanceof StoreNotShared) return nonRetryable('StoreNotShared');
-  if (e instanceof TrainerError) return nonRetryable('TrainerError');
-  if (e instanceof TrainerBusy)
-    return ApplicationFailure.create({ message: err.message, type: 'TrainerBusy', nextRetryDelay: `${Math.ceil(e.retryAfterMs / 1000)}s` });
-  if (e instanceof AdapterNotLoaded) return nonRetryable('AdapterNotLoaded');
-  if (e instanceof ModelCallError) {
-    if (e.kind === 'fatal') return nonRetryable('ModelConfigError');
+  if (e instanceof SlearnError) {
+    const delay = e.retryDelaySeconds;
     return ApplicationFailure.create({
-      message: err.message,
-      type: 'ModelUnavailable',
-      ...(e.retryAfterSeconds ? { nextRetryDelay: `${Math.ceil(e.retryAfterSeconds)}s` } : {}),
+      message: e.message,
+      type: e.type,
+      nonRetryable: e.nonRetryable,
+      ...(delay ? { nextRetryDelay: `${Math.ceil(delay)}s` } : {}),
     });
   }
+  const err = e as Error;
   return ApplicationFailure.create({ message: err?.message ?? String(e), type: err?.name ?? 'Error' });
 }
 

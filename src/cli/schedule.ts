@@ -4,6 +4,7 @@ import { connect, runStatus } from '../client';
 import { validateAll } from '../config';
 import { TASK_QUEUE, type RunInput } from '../schemas/run';
 import { selfLearning } from '../workflows';
+import { UsageError } from './exit';
 import { table } from './output';
 
 const json = (v: unknown) => console.log(JSON.stringify(v, null, 2));
@@ -20,7 +21,7 @@ export function scheduleCommand(): Command {
     .option('--tz <zone>', 'time zone of the cron expression (IANA, e.g. Europe/Paris)', 'UTC')
     .option('--pause-on-failure', 'pause the schedule when a run fails (default: go on, the next run retries)')
     .action(async (id: string, config: string, o) => {
-      if (!o.cron === !o.every) throw Object.assign(new Error('give exactly one of --cron or --every'), { usage: true });
+      if (!o.cron === !o.every) throw new UsageError('give exactly one of --cron or --every');
       // Checked now for a clear error today; every run checks again, so a file broken later fails only that run.
       const v = await validateAll(config);
       const input: RunInput = { configFile: v.file, store: v.store };

@@ -1,8 +1,8 @@
 import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import { judge } from '../grading/judge';
 import { matchGrade } from '../grading/match';
-import { ModelCallError, ModelClient } from '../model/client';
-import { AdapterNotLoaded } from './adapters';
+import { AdapterNotLoaded, ModelCallError } from '../errors';
+import { ModelClient } from '../model/client';
 import type { Config, Level } from '../schemas/config';
 import type { Item } from '../schemas/dataset';
 import type { StepEnv } from './env';

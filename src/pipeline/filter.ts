@@ -8,7 +8,8 @@ import { Registry } from '../registry/registry';
 import type { RetentionSet } from '../schemas/registry';
 import { questionMessages, type ItemGrade } from './answering';
 import type { StepEnv } from './env';
-import { draw, InvalidInput } from './prepare';
+import { InvalidInput } from '../errors';
+import { draw } from './prepare';
 import { emptyLevels, loadConfig } from './shards';
 
 export type Decision = 'kept' | 'dropped' | 'replayed' | 'ungradeable';

@@ -1,4 +1,5 @@
 import { isAbsolute, relative, resolve } from 'node:path';
+import { PolicyError } from '../errors';
 import type { Config, Endpoint } from '../schemas/config';
 
 /**
@@ -16,13 +17,6 @@ export interface WorkerPolicy {
   paths: string[];
   /** Store URL prefixes (file:// or s3://) a run may use. */
   stores: string[];
-}
-
-export class PolicyError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'PolicyError';
-  }
 }
 
 /** Never sendable, whatever the policy says: they protect the worker itself. */

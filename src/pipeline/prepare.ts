@@ -1,26 +1,18 @@
 import { createHash } from 'node:crypto';
 import { scanDataset } from '../dataset/read';
 import { loadConfig } from '../config';
-import { formatProblem, InvalidInputError } from '../problems';
+import { InvalidInput, RunIdReused } from '../errors';
 import type { ArtifactRef } from '../schemas/artifacts';
 import type { Config } from '../schemas/config';
 import type { Item } from '../schemas/dataset';
 import type { Prepared, RunInput, StepCtx } from '../schemas/run';
-import { fingerprint, once, runPrefix, RunIdReused } from '../store/steps';
+import { fingerprint, once, runPrefix } from '../store/steps';
 import type { Store } from '../store/store';
 import type { StepEnv } from './env';
 import { checkConfig, checkStore } from './policy';
 
 /** Most shards per run: their references travel in workflow state, which must stay far below 2 MiB. */
 export const MAX_SHARDS = 4096;
-
-/** Input that can never succeed: refused once, with every problem, not retried. */
-export class InvalidInput extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'InvalidInput';
-  }
-}
 
 /** A stable draw in [0, 1) per item: the held-out split and every sample stay put as the dataset grows. */
 export function draw(seed: number, id: string, salt = ''): number {
@@ -51,7 +43,7 @@ export function readConfig(env: StepEnv, input: Pick<RunInput, 'configFile' | 'o
   try {
     config = loadConfig(input.configFile, { overrides: input.overrides as Record<string, unknown>, checkKeys: false, defaultStore: input.store }).config;
   } catch (e) {
-    if (e instanceof InvalidInputError) throw new InvalidInput(`invalid config:\n${e.problems.map(formatProblem).join('\n')}`);
+    if (e instanceof InvalidInput && e.problems.length) throw new InvalidInput(e.problems, 'invalid config:');
     throw e;
   }
   checkConfig(env.policy, config, input.configFile);
@@ -77,7 +69,7 @@ async function readOrRefuse(store: Store, file: string, config: Config, onItem: 
   // Problems are reported by location and field only: item text never reaches a failure message.
   if (scan.problems.length) {
     await w.abort();
-    throw new InvalidInput(`invalid dataset:\n${scan.problems.map(formatProblem).join('\n')}`);
+    throw new InvalidInput(scan.problems, 'invalid dataset:');
   }
   return { ref: await w.finish(w.rows), notices: scan.notices };
 }

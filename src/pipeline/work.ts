@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { AdaptiveConcurrency } from '../model/concurrency';
-import { classifyError, ModelCallError } from '../model/client';
+import { ModelCallError, StoreNotShared } from '../errors';
+import { classifyError } from '../model/client';
 import type { WorkProgress } from '../schemas/progress';
 import type { Store } from '../store/store';
 
@@ -31,9 +32,6 @@ export interface RunItemsOptions<I, O> {
   /** Waits between retries and idle turns (tests shorten it); a timer by default. */
   sleep?: (ms: number) => Promise<void>;
 }
-
-/** Thrown when the heartbeat of the previous attempt says more was flushed than the store holds. */
-export class StoreNotShared extends Error {}
 
 export async function readParts<O>(store: Store, dir: string, id: (o: O) => string): Promise<Map<string, O>> {
   const done = new Map<string, O>();

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { LeaseLost } from '../errors';
 import { isAlive, processId, sameHost, thisHost, type HostId, type ProcessId } from '../proc';
 import type { Store } from './store';
 
@@ -11,13 +12,6 @@ export interface LeaseBody extends HostId {
   renewedAt: number;
   ttlMs: number;
   released?: boolean;
-}
-
-export class LeaseLost extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'LeaseLost';
-  }
 }
 
 export interface Busy {

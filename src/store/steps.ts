@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { RunIdReused } from '../errors';
 import { StepRecordSchema, type ArtifactRef, type StepRecord } from '../schemas/artifacts';
 import type { Store } from './store';
 
@@ -21,14 +22,6 @@ export function fingerprint(...parts: unknown[]): string {
 
 export const runPrefix = (runId: string) => `runs/${runKey(runId)}`;
 const stepKey = (runId: string, step: string) => `${runPrefix(runId)}/steps/${step}.json`;
-
-/** Thrown when a run id is reused for different input: old partial work must never mix into a new run. */
-export class RunIdReused extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'RunIdReused';
-  }
-}
 
 export async function readStep(store: Store, runId: string, step: string): Promise<StepRecord | undefined> {
   const raw = await store.readDoc(stepKey(runId, step));

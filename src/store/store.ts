@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createWriteStream } from 'node:fs';
+import { CorruptArtifactError } from '../errors';
 import type { ArtifactRef } from '../schemas/artifacts';
 import type { StoreBackend } from './backend';
 import { defaultWrite, fsyncDir, tempName, writeAll, type WriteChunk } from './files';
@@ -14,14 +15,6 @@ const SHA = /^[0-9a-f]{64}$/;
 export function objectKey(sha256: string): string {
   if (!SHA.test(sha256)) throw new Error(`not a sha256: ${sha256}`);
   return `objects/${sha256.slice(0, 2)}/${sha256}`;
-}
-
-/** Raised when stored bytes do not match their reference: never retried into success silently. */
-export class CorruptArtifactError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'CorruptArtifactError';
-  }
 }
 
 /** Checks size and sha256 of what flows through; fails the stream at its end when they differ. */

@@ -12,6 +12,7 @@ import {
 } from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import type { Activities } from '../activities';
+import { FailureType, NON_RETRYABLE } from '../errors';
 import type { ModelUse, PassResult, Progress, RunInput, RunResult, RunState, ShardResult, Stage } from '../schemas/run';
 import { MODEL_TASK_QUEUE, TRAIN_TASK_QUEUE } from '../schemas/run';
 
@@ -24,7 +25,7 @@ const HISTORY_BUDGET = 8_000;
 // endpoint's Retry-After through nextRetryDelay; long steps heartbeat on a ticker, so a dead worker
 // is noticed within the heartbeat timeout and a live one never is. Tests shorten the timeout.
 function steps(heartbeatTimeout: Duration = '1 minute') {
-  const never = ['InvalidInput', 'PolicyError', 'RunIdReused', 'StoreNotShared', 'ModelConfigError', 'TrainerError'];
+  const never = NON_RETRYABLE;
   const { prepare, resolveCurrent, filter, compareModels, promote, report } = proxyActivities<Activities>({
     startToCloseTimeout: '2 hours',
     heartbeatTimeout,
@@ -139,7 +140,7 @@ export async function selfLearning(input: RunInput, carried?: RunState): Promise
       try {
         return await fn(loaded);
       } catch (e) {
-        const lost = e instanceof ActivityFailure && e.cause instanceof ApplicationFailure && e.cause.type === 'AdapterNotLoaded';
+        const lost = e instanceof ActivityFailure && e.cause instanceof ApplicationFailure && e.cause.type === FailureType.AdapterNotLoaded;
         if (!lost || tries >= 3) throw e;
       }
     }
