@@ -53,7 +53,7 @@ export async function checkEndpoint(v: Validated, env: NodeJS.ProcessEnv = proce
 /** Refuses an artifact store that cannot be reached or written (a missing bucket, wrong credentials). */
 export async function checkStore(v: Validated): Promise<void> {
   try {
-    await (await openStore(v.store)).backend.probe();
+    await (await openStore(v.store)).probe();
   } catch (e) {
     throw new InvalidInput([
       { file: v.file, line: configLine(v.file, ['artifacts']), field: 'artifacts', message: `${(e as Error).message}: fix the location or its credentials` },

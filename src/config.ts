@@ -7,7 +7,8 @@ import { InvalidInput } from './errors';
 import { describeIssue, fieldPath, type Problem } from './problems';
 import { scanDataset } from './dataset/read';
 import { normalise } from './grading/match';
-import { normaliseStoreUrl } from './store/open';
+import { defaultStore } from './paths';
+import { normaliseStoreUrl } from './store/location';
 
 export interface LoadedConfig {
   config: Config;
@@ -20,7 +21,7 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv;
   /** Merged over the file before validation (the demo's endpoint, a baseline's settings). */
   overrides?: Record<string, unknown>;
-  /** Where the store is when the config does not say: `.slearn/artifacts` by default. */
+  /** Where the store is when the config does not say: `$SLEARN_HOME/artifacts` by default (see paths.ts). */
   defaultStore?: string;
   /** Check that the variables named by apiKeyEnv are set here (the CLI does; a worker checks its policy instead). */
   checkKeys?: boolean;
@@ -109,7 +110,7 @@ export function loadConfig(file: string, opts: LoadOptions = {}): LoadedConfig {
   config.dataset = abs(config.dataset);
   if (config.eval) config.eval = abs(config.eval);
 
-  const store = normaliseStoreUrl(config.artifacts ?? opts.defaultStore ?? resolve('.slearn', 'artifacts'), config.artifacts ? dir : process.cwd());
+  const store = normaliseStoreUrl(config.artifacts ?? opts.defaultStore ?? defaultStore(env), config.artifacts ? dir : process.cwd());
   if (typeof store !== 'string') {
     // Say what to do, not only what is wrong (the S3 rules alone leave the user guessing).
     const message = /\b(use|fix|change)\b/.test(store.error) ? store.error : `${store.error}: fix the location in \`artifacts\``;

@@ -1,6 +1,7 @@
 import { join, resolve } from 'node:path';
 import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundle } from '@temporalio/worker';
-import { createActivities, type WorkerDeps } from './activities';
+import { activitiesFor, createActivities, QUEUE_ACTIVITIES, type WorkerDeps } from './activities';
+import { InvalidInput } from './errors';
 import { policyFromEnv, type WorkerPolicy } from './pipeline/policy';
 import { openStore } from './store/open';
 import type { Store } from './store/store';
@@ -8,7 +9,7 @@ import { installLogger } from './temporal/logging';
 import { temporalTarget, unreachable } from './temporal/address';
 import { dataConverter } from './temporal/dataConverter';
 import { STATE_DIR, trainerCommand } from './paths';
-import { ALL_QUEUES, TASK_QUEUE } from './schemas/run';
+import { ALL_QUEUES, TASK_QUEUE, type TaskQueue } from './schemas/run';
 
 export interface WorkerOptions {
   /** Temporal's address (default: the standard client configuration, see temporal/address.ts). */
@@ -62,9 +63,22 @@ export function workerDeps(opts: WorkerOptions = {}): WorkerDeps {
   };
 }
 
-/** Workers for the given queues on one connection; resolves when they have all shut down. */
+/** The queues to serve (all when none is named); an unknown name is refused before anything connects. */
+export function queuesToServe(named: string[] = []): TaskQueue[] {
+  const unknown = named.filter((q) => !(ALL_QUEUES as readonly string[]).includes(q));
+  if (unknown.length) throw new InvalidInput(`unknown task queue ${unknown.join(', ')}: the queues are ${ALL_QUEUES.join(', ')}`);
+  return named.length ? (named as TaskQueue[]) : [...ALL_QUEUES];
+}
+
+/** What a worker on these queues serves, for its ready line: `slearn (workflow, prepare, ...); slearn-train (train)`. */
+export function describeQueues(queues: TaskQueue[]): string {
+  return queues.map((q) => `${q} (${[...(q === TASK_QUEUE ? ['workflow'] : []), ...QUEUE_ACTIVITIES[q]].join(', ')})`).join('; ');
+}
+
+/** Workers for the given queues on one connection, each with its own activities; resolves when they have all shut down. */
 export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal): Promise<void> {
   const env = opts.env ?? process.env;
+  const queues = queuesToServe(opts.queues);
   const converter = dataConverter(env); // a bad payload key fails before connecting
   const target = temporalTarget(env);
   const address = opts.address ?? target.address;
@@ -76,7 +90,6 @@ export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal)
     throw unreachable({ address, namespace }, e);
   }
   const activities = createActivities(workerDeps(opts));
-  const queues = opts.queues?.length ? opts.queues : [...ALL_QUEUES];
   try {
     const workers = await Promise.all(
       queues.map(async (taskQueue) =>
@@ -84,7 +97,7 @@ export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal)
           connection,
           namespace,
           taskQueue,
-          activities,
+          activities: activitiesFor(taskQueue, activities),
           dataConverter: converter,
           // Only the main queue hosts workflows; the others are activities only.
           ...(taskQueue === TASK_QUEUE ? { workflowBundle: await workflowBundle(converter.failureConverterPath) } : {}),
@@ -110,8 +123,10 @@ if (require.main === module) {
   const queues = process.argv.slice(2).filter((a) => !a.startsWith('-'));
   const ac = new AbortController();
   for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => ac.abort());
-  runWorkers({ queues, onReady: () => console.error(`slearn worker ready (pid ${process.pid})`) }, ac.signal).catch((err) => {
-    console.error(err instanceof Error ? err.message : err);
-    process.exit(1);
-  });
+  runWorkers({ queues, onReady: () => console.error(`slearn worker ready on ${describeQueues(queuesToServe(queues))} (pid ${process.pid})`) }, ac.signal).catch(
+    (err) => {
+      console.error(err instanceof Error ? err.message : err);
+      process.exit(1);
+    },
+  );
 }

@@ -5,7 +5,7 @@ import { startRun } from '../src/client';
 import { openStore } from '../src/store/open';
 import { trainerCommand } from '../src/paths';
 import { progressQuery } from '../src/workflows';
-import type { DecisionRecord } from '../src/pipeline/filter';
+import type { DecisionRecord } from '../src/schemas/results';
 import type { Progress } from '../src/schemas/run';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
 import { temporal, tempDir, waitFor, workerProcess, type WorkerProcess, inProcessWorker } from './support/stack';

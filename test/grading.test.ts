@@ -1,7 +1,8 @@
 import { matchGrade, normalise, tokenF1 } from '../src/grading/match';
 import { parseVerdict } from '../src/grading/judge';
 import { accuracy, mcnemar, wilson } from '../src/metrics';
-import { knowledgeLevel, type ItemGrade } from '../src/pipeline/answering';
+import { knowledgeLevel } from '../src/pipeline/answering';
+import type { ItemGrade } from '../src/schemas/results';
 import { decide } from '../src/pipeline/filter';
 import { gate } from '../src/pipeline/promote';
 import { FilterSchema, PromoteSchema } from '../src/schemas/config';

@@ -12,7 +12,7 @@ import { CorruptArtifactError, RunIdReused } from '../src/errors';
 import { Store, objectKey } from '../src/store/store';
 import { LocalBackend } from '../src/store/local';
 import { S3Backend } from '../src/store/s3';
-import { normaliseStoreUrl, parseS3Url } from '../src/store/open';
+import { normaliseStoreUrl, parseS3Url } from '../src/store/location';
 import { getDir, putDir } from '../src/store/manifest';
 import { once } from '../src/store/steps';
 import type { WriteChunk } from '../src/store/files';

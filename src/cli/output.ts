@@ -1,9 +1,15 @@
 import * as colors from '@colors/colors/safe';
 import Table from 'cli-table3';
 import { pct } from '../metrics';
+import { jsonText } from '../streams';
 import type { Audit, RunListing, RunStatus } from '../client';
 import { isTrainProgress, isWorkProgress } from '../schemas/progress';
 import type { Accuracy, Progress, RunResult } from '../schemas/run';
+
+/** A value as JSON on stdout, for `--json` (two-space indented). */
+export function printJson(value: unknown): void {
+  process.stdout.write(jsonText(value));
+}
 
 /** Colour and cursor tricks only on a terminal that wants them (NO_COLOR, pipes and CI logs get plain text). */
 export function fancy(stream: NodeJS.WriteStream = process.stdout, env: NodeJS.ProcessEnv = process.env): boolean {

@@ -5,9 +5,7 @@ import { validateAll } from '../config';
 import { TASK_QUEUE, type RunInput } from '../schemas/run';
 import { selfLearning } from '../workflows';
 import { UsageError } from './exit';
-import { table } from './output';
-
-const json = (v: unknown) => console.log(JSON.stringify(v, null, 2));
+import { printJson, table } from './output';
 
 /** Recurring runs as Temporal schedules. Each run reads and validates today's config and data again. */
 export function scheduleCommand(): Command {
@@ -51,7 +49,7 @@ export function scheduleCommand(): Command {
       const rows = [];
       for await (const s of client.schedule.list())
         rows.push({ id: s.scheduleId, paused: s.state.paused, next: s.info.nextActionTimes?.[0]?.toISOString() ?? null });
-      if (o.json) return json(rows);
+      if (o.json) return printJson(rows);
       const t = table(['schedule', 'state', 'next run']);
       for (const r of rows) t.push([r.id, r.paused ? 'paused' : 'active', r.next ?? '-']);
       console.log(rows.length ? t.toString() : 'no schedules');
@@ -92,7 +90,7 @@ export function scheduleCommand(): Command {
         next: d.info.nextActionTimes.map((t) => t.toISOString()),
         runs,
       };
-      if (o.json) return json(info);
+      if (o.json) return printJson(info);
       console.log(
         `schedule ${id}: ${d.state.paused ? `paused${d.state.note ? ` (${d.state.note})` : ''}` : 'active'}; next run ${info.next[0] ?? '-'}${info.pauseOnFailure ? '; pauses on failure' : ''}`,
       );

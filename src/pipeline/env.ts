@@ -1,5 +1,12 @@
+import type { StepRecord } from '../schemas/artifacts';
 import type { Store } from '../store/store';
 import type { WorkerPolicy } from './policy';
+
+/** Structured log lines: Temporal's activity logger in a worker, anything with the same shape elsewhere. */
+export interface StepLog {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+}
 
 /**
  * What a pipeline step gets from whoever runs it: an activity (heartbeats, cancellation, attempt
@@ -30,4 +37,8 @@ export interface StepEnv {
   leaseTtlMs: number;
   /** Who is running this step, for leases and logs. */
   label: string;
+  /** Where the step says what it does (its runner adds the step, the run and the attempt to every line). */
+  log: StepLog;
+  /** Called when the step's output was already in the store (this run's, or a run it reuses): nothing was redone. */
+  reused?(record: StepRecord): void;
 }

@@ -102,49 +102,57 @@ export async function prepare(env: StepEnv, input: RunInput & { runId: string })
   }
 
   const fp = fingerprint('prepare', all.ref.sha256, evalScan?.ref.sha256 ?? null, evalFile ? null : config.split, config.shardSize, config.shardConcurrency);
-  const result = await once(store, ctx, 'prepare', fp, { dataset: all.ref, ...(evalScan ? { eval: evalScan.ref } : {}) }, async () => {
-    const threshold = evalScan ? -1 : splitThreshold(draws, config.split);
-    // Shards come in multiples of the lanes that run them, of equal size, so every lane finishes at
-    // about the same time instead of the last shards running alone at a fraction of the concurrency.
-    const trainCount = evalScan ? draws.length : draws.filter((d) => d > threshold).length;
-    const lanes = config.shardConcurrency;
-    const shardCount = Math.min(trainCount, lanes * Math.max(1, Math.round(Math.ceil(trainCount / config.shardSize) / lanes)));
-    const size = Math.max(1, Math.ceil(trainCount / Math.max(1, shardCount)));
-    const held: Item[] = [];
-    const shards: ArtifactRef[] = [];
-    let shard: Item[] = [];
-    let train = 0;
-    for await (const item of store.jsonl<Item>(all.ref)) {
-      if (!evalScan && draw(config.split.seed, item.id, 'split') <= threshold) {
-        held.push(item);
-        continue;
+  const result = await once(
+    store,
+    ctx,
+    'prepare',
+    fp,
+    { dataset: all.ref, ...(evalScan ? { eval: evalScan.ref } : {}) },
+    async () => {
+      const threshold = evalScan ? -1 : splitThreshold(draws, config.split);
+      // Shards come in multiples of the lanes that run them, of equal size, so every lane finishes at
+      // about the same time instead of the last shards running alone at a fraction of the concurrency.
+      const trainCount = evalScan ? draws.length : draws.filter((d) => d > threshold).length;
+      const lanes = config.shardConcurrency;
+      const shardCount = Math.min(trainCount, lanes * Math.max(1, Math.round(Math.ceil(trainCount / config.shardSize) / lanes)));
+      const size = Math.max(1, Math.ceil(trainCount / Math.max(1, shardCount)));
+      const held: Item[] = [];
+      const shards: ArtifactRef[] = [];
+      let shard: Item[] = [];
+      let train = 0;
+      for await (const item of store.jsonl<Item>(all.ref)) {
+        if (!evalScan && draw(config.split.seed, item.id, 'split') <= threshold) {
+          held.push(item);
+          continue;
+        }
+        train++;
+        shard.push(item);
+        if (shard.length === size) {
+          shards.push(await store.putJsonl(shard));
+          shard = [];
+        }
       }
-      train++;
-      shard.push(item);
-      if (shard.length === size) {
-        shards.push(await store.putJsonl(shard));
-        shard = [];
-      }
-    }
-    if (shard.length) shards.push(await store.putJsonl(shard));
-    if (shards.length > MAX_SHARDS)
-      throw new InvalidInput(`${train} items in shards of ${config.shardSize} make ${shards.length} shards (at most ${MAX_SHARDS}): raise shardSize`);
-    const evalItems = evalScan ? evalScan.ref : await store.putJsonl(held);
-    const shardIndex = await store.putJsonl(shards);
-    const prepared: Omit<Prepared, 'ctx'> = {
-      dataset: all.ref,
-      trainItems: train,
-      evalItems,
-      shardIndex,
-      shards: shards.length,
-      evalSource: evalScan ? 'file' : 'split',
-      dataSha,
-      notices: [...all.notices, ...(evalScan?.notices ?? [])],
-      endpoint: config.model,
-      shardConcurrency: config.shardConcurrency,
-    };
-    return { outputs: { items: all.ref, eval: evalItems, shardIndex }, result: prepared };
-  });
+      if (shard.length) shards.push(await store.putJsonl(shard));
+      if (shards.length > MAX_SHARDS)
+        throw new InvalidInput(`${train} items in shards of ${config.shardSize} make ${shards.length} shards (at most ${MAX_SHARDS}): raise shardSize`);
+      const evalItems = evalScan ? evalScan.ref : await store.putJsonl(held);
+      const shardIndex = await store.putJsonl(shards);
+      const prepared: Omit<Prepared, 'ctx'> = {
+        dataset: all.ref,
+        trainItems: train,
+        evalItems,
+        shardIndex,
+        shards: shards.length,
+        evalSource: evalScan ? 'file' : 'split',
+        dataSha,
+        notices: [...all.notices, ...(evalScan?.notices ?? [])],
+        endpoint: config.model,
+        shardConcurrency: config.shardConcurrency,
+      };
+      return { outputs: { items: all.ref, eval: evalItems, shardIndex }, result: prepared };
+    },
+    env,
+  );
   return { ...result, ctx };
 }
 

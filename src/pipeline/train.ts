@@ -13,7 +13,7 @@ import { getDir, putDir } from '../store/manifest';
 import { fingerprint, once, runKey, runPrefix } from '../store/steps';
 import type { Store } from '../store/store';
 import type { StepEnv } from './env';
-import { loadConfig } from './shards';
+import { runConfig as loadConfig } from './step';
 import { startTrainer, trainerEnv } from './trainer-process';
 
 export interface TrainInput {

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { TrainerEventSchema, type TrainerEvent } from '../schemas/trainer';
+import { PROTECTED_ENV as NEVER } from './policy';
 
 /** Variables a trainer may see: what Python, torch and the Hugging Face stack read, nothing of the worker's secrets. */
 const TRAINER_ENV = [
@@ -15,7 +16,6 @@ const TRAINER_ENV = [
   /^(WANDB|MLFLOW|TENSORBOARD)_/,
   /^SLEARN_(MODEL_CACHE|THREADS|NO_MALLOC_TUNING)$/,
 ];
-const NEVER = /^(SLEARN_PAYLOAD_(OLD_)?KEYS?|SLEARN_CODEC_TOKEN|AWS_.*|TEMPORAL_.*)$/;
 
 /**
  * The trainer's environment: an allowlist, plus the names (or `PREFIX*` patterns) listed in the

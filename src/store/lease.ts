@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { LeaseLost } from '../errors';
 import { isAlive, processId, sameHost, thisHost, type HostId, type ProcessId } from '../proc';
+import { numbered } from './backend';
 import type { Store } from './store';
 
 /** What a lease document says: who holds it, until when, and which process it guards. */
@@ -20,7 +21,7 @@ export interface Busy {
 }
 
 const GEN_DIGITS = 10;
-const genKey = (prefix: string, gen: number) => `${prefix}/${String(gen).padStart(GEN_DIGITS, '0')}.json`;
+const genKey = (prefix: string, gen: number) => `${prefix}/${numbered(gen, GEN_DIGITS)}.json`;
 
 /**
  * One holder at a time for `prefix` (e.g. the training of one run), across processes and hosts

@@ -76,8 +76,9 @@ export async function listSteps(store: Store, runId: string): Promise<StepRecord
 }
 
 /**
- * Idempotency in one place: a step whose record exists for the same input returns it untouched;
- * otherwise it runs and its record is written last, so a crash before that simply runs it again.
+ * Idempotency in one place: a step whose record exists for the same input returns it untouched
+ * (and tells `hooks.reused`); otherwise it runs and its record is written last, so a crash before
+ * that simply runs it again.
  */
 export async function once<R>(
   store: Store,
@@ -86,9 +87,13 @@ export async function once<R>(
   fp: string,
   inputs: Record<string, ArtifactRef>,
   run: () => Promise<{ outputs: Record<string, ArtifactRef>; result: R }>,
+  hooks: { reused?(record: StepRecord): void } = {},
 ): Promise<R> {
   const done = await findStep(store, ctx.runId, step, fp, ctx.reuseFrom);
-  if (done) return done.result as R;
+  if (done) {
+    hooks.reused?.(done);
+    return done.result as R;
+  }
   const { outputs, result } = await run();
   const rec = await putStep(store, { runId: ctx.runId, step, fingerprint: fp, inputs, outputs, result, finishedAt: new Date().toISOString() });
   return rec.result as R;
