@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
-import { decodeFailure } from '@temporalio/common/lib/internal-non-workflow/codec-helpers';
 import { temporal } from '@temporalio/proto';
 import { configLine, validateAll, type LoadOptions, type Validated } from './config';
 import { ModelClient } from './model/client';
@@ -112,24 +111,31 @@ export async function payloadValue<T = unknown>(
   client: Client,
   payloads: { payloads?: temporal.api.common.v1.IPayload[] | null } | null | undefined,
 ): Promise<T | undefined> {
-  let p = payloads?.payloads?.[0];
-  if (!p) return undefined;
+  const p = payloads?.payloads?.[0];
+  return p ? decodePayload<T>(client, p) : undefined;
+}
+
+/** One payload through the client's codecs (last first, as the SDK applies them) and its payload converter. */
+async function decodePayload<T>(client: Client, payload: temporal.api.common.v1.IPayload): Promise<T> {
   const { payloadCodecs, payloadConverter } = client.options.loadedDataConverter;
+  let p = payload;
   for (const codec of [...payloadCodecs].reverse()) [p] = await codec.decode([p]);
   return payloadConverter.fromPayload<T>(p);
 }
 
 /**
  * A failure's message as the code that failed wrote it. With SLEARN_PAYLOAD_KEY set the message is
- * in the failure's encrypted attributes (Temporal stores "Encoded failure"): decoded with the key.
+ * in the failure's encoded attributes (`{message, stack_trace}`, encrypted; Temporal stores "Encoded
+ * failure" as the message): decoded with the key. Without the key the stored message is what there is.
  */
 export async function failureMessage(client: Client, failure: temporal.api.failure.v1.IFailure | null | undefined): Promise<string | undefined> {
   if (!failure) return undefined;
+  if (!failure.encodedAttributes) return failure.message ?? undefined;
   try {
-    const { failureConverter, payloadCodecs, payloadConverter } = client.options.loadedDataConverter;
-    return failureConverter.failureToError(await decodeFailure(payloadCodecs, failure), payloadConverter).message;
+    const attributes = await decodePayload<{ message?: string }>(client, failure.encodedAttributes);
+    return attributes?.message ?? failure.message ?? undefined;
   } catch {
-    return failure.message ?? undefined;
+    return failure.message ?? undefined; // "Encoded failure": this client does not hold the key it was encrypted with
   }
 }
 
