@@ -85,7 +85,7 @@ describe('the training lease', () => {
     // Each process retries on TrainerBusy, as Temporal would, until it gets the result.
     const run = () =>
       new Promise<{ code: number | null; out: string }>((resolve) => {
-        const p = spawn(process.execPath, [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), join(ROOT, 'test', 'support', 'train-until-done.ts'), spec], {
+        const p = spawn(process.execPath, [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), join(ROOT, 'test', 'support', 'trainUntilDone.ts'), spec], {
           env,
           stdio: ['ignore', 'pipe', 'pipe'],
         });

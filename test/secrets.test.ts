@@ -112,7 +112,7 @@ describe('no secrets in history, logs or artifacts', () => {
     writeFileSync(
       recorder,
       `require('fs').appendFileSync(${JSON.stringify(join(dir, 'trainer-calls.jsonl'))}, JSON.stringify({ argv: process.argv.slice(2), env: process.env }) + '\\n');\n` +
-        `require(${JSON.stringify(join(ROOT, 'test', 'support', 'fake-trainer.js'))});\n`,
+        `require(${JSON.stringify(join(ROOT, 'test', 'support', 'fakeTrainer.js'))});\n`,
     );
     worker = workerProcess(server.address, {
       [KEY_VAR]: marker,
