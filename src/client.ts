@@ -154,6 +154,8 @@ export interface RunStatus {
   pending: PendingActivity[];
   result?: RunResult;
   failure?: string;
+  /** What could not be read, and why (no worker answered the progress query, a heartbeat this client cannot decode). */
+  unreadable?: string[];
 }
 
 const PendingState = temporal.api.enums.v1.PendingActivityState;
@@ -167,17 +169,26 @@ export async function runStatus(client: Client, runId: string): Promise<RunStatu
   const desc = await handle.describe();
   const status = desc.status.name;
   const out: RunStatus = { runId, status, pending: [] };
+  // A part that cannot be read leaves the rest of the status useful, and says why it is missing.
+  const unreadable = (what: string) => (e: Error) => {
+    (out.unreadable ??= []).push(`${what}: ${e.message}`);
+    return undefined;
+  };
   if (status === 'COMPLETED') out.result = (await handle.result()) as RunResult;
   else if (status === 'RUNNING') {
-    out.progress = await handle.query(progressQuery).catch(() => undefined);
+    out.progress = await handle.query(progressQuery).catch(unreadable('progress (no worker answered the query)'));
     for (const a of desc.raw.pendingActivities ?? []) {
+      const activity = a.activityType?.name ?? '?';
       const lastFailure = await failureMessage(client, a.lastFailure);
+      const progress = a.heartbeatDetails
+        ? await payloadValue<ActivityProgress>(client, a.heartbeatDetails).catch(unreadable(`${activity}'s heartbeat`))
+        : undefined;
       out.pending.push({
-        activity: a.activityType?.name ?? '?',
+        activity,
         attempt: a.attempt ?? 1,
         state: PendingState[a.state ?? 0]?.replace('PENDING_ACTIVITY_STATE_', '').toLowerCase() ?? '?',
         ...(lastFailure ? { lastFailure } : {}),
-        ...(a.heartbeatDetails ? { progress: await payloadValue<ActivityProgress>(client, a.heartbeatDetails).catch(() => undefined) } : {}),
+        ...(a.heartbeatDetails ? { progress } : {}),
       });
     }
   } else {
@@ -306,7 +317,7 @@ export async function audit(client: Client, workflowId: string): Promise<Audit> 
         const a = e.activityTaskScheduledEventAttributes!;
         byScheduled.set(id, {
           activity: a.activityType?.name ?? '?',
-          input: summariseInput(await payloadValue(client, a.input).catch(() => undefined)),
+          input: await payloadValue(client, a.input).then(summariseInput, (e: Error) => `(input not readable: ${e.message})`),
           scheduled: new Date(ms(e.eventTime)).toISOString(),
           attempts: 0,
           outcome: 'running',

@@ -144,7 +144,7 @@ export function stageProgress(s: RunStatus): { stage: string; done: number; tota
 
 export function progressLine(s: RunStatus): string {
   const p: Progress | undefined = s.progress;
-  if (!p) return `${s.runId}: ${s.status.toLowerCase()}`;
+  if (!p) return `${s.runId}: ${s.status.toLowerCase()}${s.unreadable?.length ? ` (${s.unreadable.join('; ')})` : ''}`;
   const sp = stageProgress(s);
   const parts = [`stage ${sp.stage}`];
   if (sp.total) parts.push(`${sp.done}/${sp.total}`);

@@ -65,7 +65,8 @@ export function scheduleCommand(): Command {
       const runs = [];
       for (const a of d.info.recentActions.slice(-10)) {
         const runId = a.action.workflow.workflowId;
-        const s = await runStatus(client, runId).catch(() => undefined);
+        let unreadable = '';
+        const s = await runStatus(client, runId).catch((e: Error) => void (unreadable = `its status cannot be read: ${e.message}`));
         runs.push({
           runId,
           takenAt: a.takenAt.toISOString(),
@@ -78,7 +79,7 @@ export function scheduleCommand(): Command {
                   ? 'promoted'
                   : 'refused'
                 : (s?.progress?.stage ?? s?.failure ?? ''),
-          reason: s?.result?.promotion?.reason ?? s?.result?.reason ?? s?.failure ?? '',
+          reason: s?.result?.promotion?.reason ?? s?.result?.reason ?? s?.failure ?? unreadable,
         });
       }
       const info = {

@@ -137,6 +137,7 @@ export async function answerAndGradeSet<R>(env: StepEnv, store: Store, config: C
       await requireAdapter(c.model, model.name, env.signal);
       const answer = answerAndGrade(config, c, model.name, { greedyOnly: spec.greedyOnly });
       let live: Record<string, number> = {};
+      let last: WorkProgress | undefined;
       const grades = await runItems<Item, ItemGrade>({
         store,
         dir,
@@ -155,7 +156,17 @@ export async function answerAndGradeSet<R>(env: StepEnv, store: Store, config: C
         giveUp: env.giveUp,
         signal: env.signal,
         previous: env.previous as WorkProgress | undefined,
-        onProgress: (p) => env.progress({ ...p, ...live }),
+        onProgress: (p) => {
+          last = p;
+          env.progress({ ...p, ...live });
+        },
+      });
+      env.log.info('items answered and graded', {
+        phase: spec.phase,
+        items: grades.length,
+        resumed: last?.resumed ?? 0,
+        ungradeable: grades.filter((g) => g.status === 'ungradeable').length,
+        askedAgain: last?.retries ?? 0,
       });
       const ref = await store.putJsonl(grades);
       return { outputs: { grades: ref }, result: spec.summarise(grades, ref) };

@@ -251,8 +251,12 @@ export class BlobWriter {
     return this.store.publishSpool(this.tmp, this.hash.digest('hex'), this.bytes, count ?? (this.rows ? this.rows : undefined));
   }
 
+  /** Gives the spool file up (closing an already closed file is a no-op); an I/O error closing it is reported like any other. */
   async abort(): Promise<void> {
-    await this.fh.close().catch(() => undefined);
-    await rm(this.tmp, { force: true });
+    try {
+      await this.fh.close();
+    } finally {
+      await rm(this.tmp, { force: true });
+    }
   }
 }
