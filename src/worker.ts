@@ -1,5 +1,5 @@
 import { join, resolve } from 'node:path';
-import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundle } from '@temporalio/worker';
+import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundle, type WorkflowBundleOption } from '@temporalio/worker';
 import { activitiesFor, createActivities, QUEUE_ACTIVITIES, type WorkerDeps } from './activities';
 import { InvalidInput } from './errors';
 import { policyFromEnv, type WorkerPolicy } from './pipeline/policy';
@@ -27,8 +27,14 @@ export interface WorkerOptions {
 }
 
 const bundles = new Map<string, Promise<WorkflowBundle>>();
-/** Bundled once per process (and failure converter): restarting workers in one process (tests, the demo) skips webpack. */
-function workflowBundle(failureConverterPath?: string): Promise<WorkflowBundle> {
+/**
+ * Bundled once per process (and failure converter): restarting workers in one process (tests, the
+ * demo) skips webpack. SLEARN_WORKFLOW_BUNDLE names a bundle written by `bundleWorkflowCode` from
+ * this code, for the default converter (the tests build one for all their workers: webpack took
+ * 6-8 s per worker start here).
+ */
+function workflowBundle(failureConverterPath?: string, env: NodeJS.ProcessEnv = process.env): Promise<WorkflowBundleOption> {
+  if (env.SLEARN_WORKFLOW_BUNDLE && !failureConverterPath) return Promise.resolve({ codePath: env.SLEARN_WORKFLOW_BUNDLE });
   const key = failureConverterPath ?? '';
   let b = bundles.get(key);
   if (!b) {
@@ -100,7 +106,7 @@ export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal)
           activities: activitiesFor(taskQueue, activities),
           dataConverter: converter,
           // Only the main queue hosts workflows; the others are activities only.
-          ...(taskQueue === TASK_QUEUE ? { workflowBundle: await workflowBundle(converter.failureConverterPath) } : {}),
+          ...(taskQueue === TASK_QUEUE ? { workflowBundle: await workflowBundle(converter.failureConverterPath, env) } : {}),
           // Heartbeats carry cancellation back: a cancelled run must stop its trainer in seconds, not
           // after the default throttle of up to a minute. They are small, so this is cheap.
           maxHeartbeatThrottleInterval: '3s',
