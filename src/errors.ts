@@ -2,7 +2,7 @@
  * Every way a step can fail, defined once, with what a retry does about it.
  *
  * A pipeline step throws one of the classes below; the activity layer turns it into a Temporal
- * `ApplicationFailure` whose `type` is the class's `type` (see `activities/failures.ts`), and the
+ * `ApplicationFailure` whose `type` is the class's `type` (`toFailure` in activities/index.ts), and the
  * workflow's retry policies name the types that are never retried (`NON_RETRYABLE`). Both sides
  * read the same table, so a new failure is added here and nowhere else. This module imports no
  * Node built-in: the workflow bundle imports it.
@@ -57,6 +57,11 @@ export const NON_RETRYABLE: FailureType[] = (Object.keys(RETRY) as FailureType[]
 export abstract class SlearnError extends Error {
   abstract readonly type: FailureType;
 
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+
   /** How long to wait before the next attempt, when the failure knows (seconds). */
   get retryDelaySeconds(): number | undefined {
     return undefined;
@@ -77,7 +82,6 @@ export class InvalidInput extends SlearnError {
   constructor(problems: Problem[] | string, heading?: string) {
     const list = typeof problems === 'string' ? [] : problems;
     super(typeof problems === 'string' ? problems : [...(heading ? [heading] : []), ...list.map(formatProblem)].join('\n'));
-    this.name = 'InvalidInput';
     this.problems = list;
   }
 }
@@ -85,37 +89,21 @@ export class InvalidInput extends SlearnError {
 /** The worker's policy refuses what the workflow's input asks (an endpoint, a key variable, a path, a store). */
 export class PolicyError extends SlearnError {
   readonly type = FailureType.PolicyError;
-  constructor(message: string) {
-    super(message);
-    this.name = 'PolicyError';
-  }
 }
 
 /** A run id is reused for different input: old partial work must never mix into a new run. */
 export class RunIdReused extends SlearnError {
   readonly type = FailureType.RunIdReused;
-  constructor(message: string) {
-    super(message);
-    this.name = 'RunIdReused';
-  }
 }
 
 /** The heartbeat of the previous attempt says more was flushed than the store holds: workers do not share one store. */
 export class StoreNotShared extends SlearnError {
   readonly type = FailureType.StoreNotShared;
-  constructor(message: string) {
-    super(message);
-    this.name = 'StoreNotShared';
-  }
 }
 
 /** The trainer said the input can never work (bad data, bad arguments, no CUDA): not retried. */
 export class TrainerError extends SlearnError {
   readonly type = FailureType.TrainerError;
-  constructor(message: string) {
-    super(message);
-    this.name = 'TrainerError';
-  }
 }
 
 /** Another attempt holds this run's training: try again after `retryAfterMs`. */
@@ -126,7 +114,6 @@ export class TrainerBusy extends SlearnError {
     readonly retryAfterMs: number,
   ) {
     super(message);
-    this.name = 'TrainerBusy';
   }
 
   override get retryDelaySeconds(): number {
@@ -137,19 +124,11 @@ export class TrainerBusy extends SlearnError {
 /** A lease holder found a newer generation (someone took over): it must stop. */
 export class LeaseLost extends SlearnError {
   readonly type = FailureType.LeaseLost;
-  constructor(message: string) {
-    super(message);
-    this.name = 'LeaseLost';
-  }
 }
 
 /** Stored bytes do not match their reference: never retried into success silently (the next attempt reads again). */
 export class CorruptArtifactError extends SlearnError {
   readonly type = FailureType.CorruptArtifact;
-  constructor(message: string) {
-    super(message);
-    this.name = 'CorruptArtifactError';
-  }
 }
 
 /**
@@ -182,7 +161,6 @@ export class ModelCallError extends SlearnError {
     readonly overload = false,
   ) {
     super(message);
-    this.name = 'ModelCallError';
   }
 
   override get retryDelaySeconds(): number | undefined {
@@ -226,7 +204,6 @@ export class ModelCallError extends SlearnError {
 export class AdapterNotLoaded extends ModelCallError {
   constructor(name: string) {
     super(`adapter ${name} is not loaded on the endpoint`, 'fatal', 404);
-    this.name = 'AdapterNotLoaded';
   }
 
   override get type(): FailureType {
