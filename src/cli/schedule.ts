@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { ScheduleOverlapPolicy } from '@temporalio/client';
+import { ScheduleOverlapPolicy, type Client } from '@temporalio/client';
 import { connect, runStatus } from '../client';
 import { validateAll } from '../config';
 import { TASK_QUEUE, type RunInput } from '../schemas/run';
@@ -60,44 +60,14 @@ export function scheduleCommand(): Command {
     .option('--json', 'machine-readable')
     .description('the schedule, and its last runs with their outcome and promotion decision')
     .action(async (id: string, o) => {
-      const client = await connect();
-      const d = await client.schedule.getHandle(id).describe();
-      const runs = [];
-      for (const a of d.info.recentActions.slice(-10)) {
-        const runId = a.action.workflow.workflowId;
-        let unreadable = '';
-        const s = await runStatus(client, runId).catch((e: Error) => void (unreadable = `its status cannot be read: ${e.message}`));
-        runs.push({
-          runId,
-          takenAt: a.takenAt.toISOString(),
-          status: s?.status ?? 'unknown',
-          outcome:
-            s?.result?.status === 'nothing-new'
-              ? 'nothing new'
-              : s?.result?.promotion
-                ? s.result.promotion.promoted
-                  ? 'promoted'
-                  : 'refused'
-                : (s?.progress?.stage ?? s?.failure ?? ''),
-          reason: s?.result?.promotion?.reason ?? s?.result?.reason ?? s?.failure ?? unreadable,
-        });
-      }
-      const info = {
-        id,
-        paused: d.state.paused,
-        note: d.state.note,
-        spec: d.spec,
-        pauseOnFailure: d.policies.pauseOnFailure,
-        next: d.info.nextActionTimes.map((t) => t.toISOString()),
-        runs,
-      };
+      const info = await describeSchedule(await connect(), id);
       if (o.json) return printJson(info);
       console.log(
-        `schedule ${id}: ${d.state.paused ? `paused${d.state.note ? ` (${d.state.note})` : ''}` : 'active'}; next run ${info.next[0] ?? '-'}${info.pauseOnFailure ? '; pauses on failure' : ''}`,
+        `schedule ${id}: ${info.paused ? `paused${info.note ? ` (${info.note})` : ''}` : 'active'}; next run ${info.next[0] ?? '-'}${info.pauseOnFailure ? '; pauses on failure' : ''}`,
       );
       const t = table(['run', 'started', 'status', 'outcome', 'reason']);
-      for (const r of runs) t.push([r.runId, r.takenAt.slice(0, 19).replace('T', ' '), r.status.toLowerCase(), r.outcome, r.reason.slice(0, 90)]);
-      console.log(runs.length ? t.toString() : 'no runs yet');
+      for (const r of info.runs) t.push([r.runId, r.takenAt.slice(0, 19).replace('T', ' '), r.status.toLowerCase(), r.outcome, r.reason.slice(0, 90)]);
+      console.log(info.runs.length ? t.toString() : 'no runs yet');
     });
   for (const verb of ['pause', 'unpause', 'trigger', 'delete'] as const) {
     sched
@@ -110,4 +80,38 @@ export function scheduleCommand(): Command {
       });
   }
   return sched;
+}
+
+/** A schedule's state and its last ten runs, each with its outcome and the reason for it. */
+async function describeSchedule(client: Client, id: string) {
+  const d = await client.schedule.getHandle(id).describe();
+  const runs = [];
+  for (const a of d.info.recentActions.slice(-10)) {
+    const runId = a.action.workflow.workflowId;
+    let unreadable = '';
+    const s = await runStatus(client, runId).catch((e: Error) => void (unreadable = `its status cannot be read: ${e.message}`));
+    runs.push({
+      runId,
+      takenAt: a.takenAt.toISOString(),
+      status: s?.status ?? 'unknown',
+      outcome:
+        s?.result?.status === 'nothing-new'
+          ? 'nothing new'
+          : s?.result?.promotion
+            ? s.result.promotion.promoted
+              ? 'promoted'
+              : 'refused'
+            : (s?.progress?.stage ?? s?.failure ?? ''),
+      reason: s?.result?.promotion?.reason ?? s?.result?.reason ?? s?.failure ?? unreadable,
+    });
+  }
+  return {
+    id,
+    paused: d.state.paused,
+    note: d.state.note,
+    spec: d.spec,
+    pauseOnFailure: d.policies.pauseOnFailure,
+    next: d.info.nextActionTimes.map((t) => t.toISOString()),
+    runs,
+  };
 }
