@@ -16,7 +16,7 @@ export async function endpointProcess(
     [
       '--max-old-space-size=4096',
       join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'),
-      join(ROOT, 'test', 'support', 'fake-model-main.ts'),
+      join(ROOT, 'test', 'support', 'fakeModelMain.ts'),
       file,
       String(latencyMs),
     ],

@@ -27,10 +27,17 @@ candidate (the reference, or an alias for every other item that has one), half w
 Methods run round-robin per prompt (so background load on a shared machine hits all of them
 alike; "time vs structured.py" is the median over prompts of the back-to-back time ratio).
 Every library gets the same prompt ids and a transformers `generate(do_sample=False)` with its
-logits processor, compact JSON (", " / ": ") where the library lets one choose;
-max_new_tokens is the judge's max_tokens (200) by default. structured.py builds the object
-itself (64-token budget for the string, see its docstring). tokens = the completion's
-tokenisation, as the server reports completion_tokens.
+logits processor, compact JSON (", " / ": ") where the library lets one choose.
+
+Like for like: every method has the same budget, the judge's max_tokens (200 by default), counted
+the same way, as tokens the model generates for the reply. structured.py builds the object itself
+and the model writes only the values; here its string may run to what is left of the budget after
+the reply so far (not its own 64-token cap), and a string that does not close within the budget is
+"truncated", invalid, as it is for the libraries (the server would cut it short and close it).
+A number structured.py cannot decode is "number not decoded", invalid (the server writes 0 there);
+a number outside [minimum, maximum] is clamped, which enforces the range as xgrammar's and
+llguidance's grammars do, and is counted under "clamped" so the table shows how often it happened.
+tokens = the completion's tokenisation, as the server reports completion_tokens.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import sys
 import time
@@ -108,17 +116,56 @@ def version(dist):
 # Each factory does the one-time work (timed as "setup") and returns run(prompt_ids) -> (text, steps).
 
 
+# Closing quote and brace of the object, left in the budget when structured.py's string decodes.
+CLOSE_TOKENS = 2
+NUMBER = r"-?\d+(\.\d+)?|-?\.\d+"
+
+
 def make_structured(model, tok, schema, max_new):
+    """structured.py's own builder, given the libraries' budget and watched for what its output would hide.
+
+    Every value structured.py decodes goes through `_generate`: this subclass caps the string at what
+    is left of `max_new` (the reply so far counted in tokens) and records every decode, so that a
+    number with no digits (written as 0) and a string still open when the budget ran out (cut and
+    closed) count as invalid.
+    """
     from slearn_trainer.server import structured
 
     props = structured.flat_properties(schema)
     assert props, "the judge schema must take structured.py's constrained path"
     vocab = structured.VocabSets(tok)
-    sg = structured.StructuredGenerator(lambda: model, tok, vocab)
+
+    class Budgeted(structured.StructuredGenerator):
+        def __init__(self, *a):
+            super().__init__(*a)
+            self.prompt_len, self.calls = 0, []
+
+        def _generate(self, ids, cap, **kw):
+            used = len(ids) - self.prompt_len
+            string = kw.get("stop_text") == '"'
+            cap = max(0, max_new - used - CLOSE_TOKENS) if string else max(0, min(cap, max_new - used))
+            new = super()._generate(ids, cap, **kw) if cap else []
+            self.calls.append({"string": string, "cap": cap, "new": new, "stop_on": kw.get("stop_on") or set()})
+            return new
+
+    sg = Budgeted(lambda: model, tok, vocab)
 
     def run(ids):
+        sg.prompt_len, sg.calls = len(ids), []
         text = sg.build(ids, props, temperature=0.0, top_p=1.0, rng=random.Random(0))
-        return text, None
+        invalid, clamped = None, False
+        for c in sg.calls:
+            if c["string"]:
+                closed = '"' in tok.decode(c["new"]) or bool(c["new"] and c["new"][-1] == tok.eos_token_id)
+                invalid = invalid or (None if closed else "truncated")
+                continue
+            m = re.search(NUMBER, tok.decode([t for t in c["new"] if t not in c["stop_on"]]))
+            if not m:
+                invalid = invalid or "number not decoded"
+            else:
+                clamped = clamped or not 0 <= float(m.group(0)) <= 1
+        steps = sum(len(c["new"]) for c in sg.calls)
+        return text, steps, {"invalid": invalid, "clamped": clamped}
 
     return run
 
@@ -321,7 +368,7 @@ def main(argv=None) -> int:
             runs[m] = FACTORIES[m](model, tok, schema, args.max_new_tokens)
             r["setup_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            text, _ = runs[m](warm_ids)  # lazy costs (matcher init, torch.compile, caches)
+            text, *_ = runs[m](warm_ids)  # lazy costs (matcher init, torch.compile, caches)
             r["first_request_s"] = time.perf_counter() - t0
             print(
                 f"# {m}: setup {r['setup_s']:.2f}s, first request {r['first_request_s']:.2f}s: {text}", file=sys.stderr
@@ -335,10 +382,10 @@ def main(argv=None) -> int:
         for m in list(runs):
             t0, c0 = time.perf_counter(), time.process_time()
             try:
-                text, steps = runs[m](ids)
+                text, steps, *watched = runs[m](ids)
                 err = None
             except Exception as e:  # noqa: BLE001 - recorded per request, counted as invalid
-                text, steps, err = "", None, f"{type(e).__name__}: {e}"
+                text, steps, watched, err = "", None, [], f"{type(e).__name__}: {e}"
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             row = {
                 "i": k,
@@ -355,9 +402,16 @@ def main(argv=None) -> int:
                 row["json"] = True
             except ValueError:
                 obj, row["json"] = None, False
-            row["schema"] = row["json"] and validator.is_valid(obj)
+            # What structured.py's builder would hide (a 0 for an undecoded number, a string cut and
+            # closed) is as invalid as a library's failure, though its text alone would validate.
+            hidden = watched[0]["invalid"] if watched else None
+            row["hidden_failure"] = hidden
+            row["clamped"] = watched[0]["clamped"] if watched else None
+            row["schema"] = row["json"] and validator.is_valid(obj) and not hidden
             row["correct"] = obj.get("correct") if row["schema"] else None
-            row["truncated"] = steps is not None and steps >= args.max_new_tokens
+            row["truncated"] = hidden == "truncated" or (
+                not watched and steps is not None and steps >= args.max_new_tokens
+            )
             res[m]["rows"].append(row)
         if (k + 1) % 10 == 0:
             print(f"# {k + 1}/{len(ids_list)} done", file=sys.stderr)
@@ -373,6 +427,8 @@ def _why_invalid(x):
         return None
     if x.get("error"):
         return "error"
+    if x.get("hidden_failure"):
+        return x["hidden_failure"]
     if not x["json"]:
         return "truncated" if x["truncated"] else "bad JSON"
     obj = json.loads(x["text"])
@@ -410,6 +466,10 @@ def report(res, methods):
                 sum(x["correct"] == x["truth"] for x in rows if x["schema"]) / max(1, sum(x["schema"] for x in rows))
             ),
             "said_correct": sum(x["correct"] is True for x in rows),
+            # only structured.py clamps (the libraries' grammars, or nothing, keep a number in range)
+            "clamped": (
+                sum(bool(x.get("clamped")) for x in rows) if any(x.get("clamped") is not None for x in rows) else "-"
+            ),
             "tokens_per_s": toks / wall,
             "s_per_request": wall / n,
             "median_s_per_request": statistics.median(x["wall_s"] for x in rows),
@@ -426,19 +486,20 @@ def report(res, methods):
         r["summary"] = s
 
     print(
-        "| method | version | valid JSON | schema-valid | why not schema-valid | "
+        "| method | version | valid JSON | schema-valid | why not schema-valid | clamped into [0,1] | "
         "`correct` = truth (all / schema-valid) | said `correct: true` | tokens/s | s/request (mean / median) | "
         "time vs structured.py (median of paired ratios) | CPU s/request | completion tokens (mean) | "
         "setup s | first request s |"
     )
-    print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in summary:
         if "n" not in s:
-            print(f"| {s['method']} | {s['version']} | failed: {s['error']} ||||||||||||")
+            print(f"| {s['method']} | {s['version']} | failed: {s['error']} |||||||||||||")
             continue
         why = ", ".join(f"{v} {k}" for k, v in sorted(s["invalid"].items(), key=lambda kv: -kv[1])) or "-"
         print(
             f"| {s['method']} | {s['version']} | {s['json_rate']:.1%} | {s['schema_rate']:.1%} | {why} | "
+            f"{s.get('clamped', '-')} | "
             f"{s['agreement']:.1%} / {s['agreement_valid']:.1%} | {s['said_correct']}/{s['n']} | "
             f"{s['tokens_per_s']:.1f} | {s['s_per_request']:.2f} / {s['median_s_per_request']:.2f} | "
             f"×{s['paired_time_ratio']:.2f} | "

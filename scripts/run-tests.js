@@ -1,34 +1,57 @@
 #!/usr/bin/env node
 // Runs both suites and prints one closing line CI can read: "N passed, N failed".
-const { spawnSync } = require('node:child_process');
+// Two lanes side by side (2 cores): the heavy jest project (real trainer, real model) then pytest,
+// beside the main jest project. Each lane is serial; the lanes share nothing but the CPU.
+const { spawn } = require('node:child_process');
 const { readFileSync, mkdirSync } = require('node:fs');
 
-mkdirSync('.slearn/test-results', { recursive: true });
-const jestOut = '.slearn/test-results/jest.json';
-const junit = '.slearn/test-results/pytest.xml';
-const jest = spawnSync('npx', ['jest', '--runInBand', '--forceExit', '--json', `--outputFile=${jestOut}`], { stdio: 'inherit' });
-const pytest = spawnSync('.venv/bin/python', ['-m', 'pytest', '-q', 'trainer/tests', `--junitxml=${junit}`], { stdio: 'inherit' });
+const dir = '.slearn/test-results';
+mkdirSync(dir, { recursive: true });
+const junit = `${dir}/pytest.xml`;
 
-let passed = 0;
-let failed = 0;
-try {
-  const j = JSON.parse(readFileSync(jestOut, 'utf8'));
-  passed += j.numPassedTests;
-  failed += j.numFailedTests + (j.numRuntimeErrorTestSuites || 0);
-} catch {
-  failed += 1;
+/** Runs a command with inherited output; resolves with its exit status and seconds taken. */
+function run(cmd, args) {
+  const t0 = Date.now();
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { stdio: 'inherit' });
+    p.on('exit', (code, signal) => resolve({ status: code ?? (signal ? 1 : 0), seconds: (Date.now() - t0) / 1000 }));
+  });
 }
-try {
-  const x = readFileSync(junit, 'utf8');
-  const m = x.match(/<testsuite [^>]*>/);
-  const attr = (k) => Number((m[0].match(new RegExp(`${k}="(\\d+)"`)) || [0, 0])[1]);
-  const total = attr('tests');
-  const bad = attr('failures') + attr('errors');
-  passed += total - bad - attr('skipped');
-  failed += bad;
-} catch {
-  failed += 1;
+const jest = (project) => run('npx', ['jest', '--runInBand', '--forceExit', '--selectProjects', project, '--json', `--outputFile=${dir}/jest-${project}.json`]);
+
+async function main() {
+  const heavyLane = (async () => ({
+    heavy: await jest('heavy'),
+    pytest: await run('.venv/bin/python', ['-m', 'pytest', '-q', 'trainer/tests', `--junitxml=${junit}`]),
+  }))();
+  const [{ heavy, pytest }, main] = await Promise.all([heavyLane, jest('main')]);
+
+  let passed = 0;
+  let failed = 0;
+  for (const project of ['heavy', 'main']) {
+    try {
+      const j = JSON.parse(readFileSync(`${dir}/jest-${project}.json`, 'utf8'));
+      passed += j.numPassedTests;
+      failed += j.numFailedTests + (j.numRuntimeErrorTestSuites || 0);
+    } catch {
+      failed += 1; // no report: the lane itself failed
+    }
+  }
+  try {
+    const x = readFileSync(junit, 'utf8');
+    const m = x.match(/<testsuite [^>]*>/);
+    const attr = (k) => Number((m[0].match(new RegExp(`${k}="(\\d+)"`)) || [0, 0])[1]);
+    const total = attr('tests');
+    const bad = attr('failures') + attr('errors');
+    passed += total - bad - attr('skipped');
+    failed += bad;
+  } catch {
+    failed += 1;
+  }
+  console.log(
+    `\njest heavy exit ${heavy.status} (${heavy.seconds.toFixed(0)} s), pytest exit ${pytest.status} (${pytest.seconds.toFixed(0)} s), jest main exit ${main.status} (${main.seconds.toFixed(0)} s)`,
+  );
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(heavy.status === 0 && main.status === 0 && pytest.status === 0 && failed === 0 ? 0 : 1);
 }
-console.log(`\njest exit ${jest.status}, pytest exit ${pytest.status}`);
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(jest.status === 0 && pytest.status === 0 && failed === 0 ? 0 : 1);
+main();

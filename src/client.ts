@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
-import { decodeFailure } from '@temporalio/common/lib/internal-non-workflow/codec-helpers';
 import { temporal } from '@temporalio/proto';
 import { configLine, validateAll, type LoadOptions, type Validated } from './config';
 import { ModelClient } from './model/client';
-import { InvalidInputError } from './problems';
+import { InvalidInput } from './errors';
 import { openStore } from './store/open';
 import { listSteps } from './store/steps';
 import { temporalTarget, unreachable } from './temporal/address';
@@ -39,7 +38,7 @@ export async function checkEndpoint(v: Validated, env: NodeJS.ProcessEnv = proce
   try {
     await new ModelClient(ep, ep.apiKeyEnv ? env[ep.apiKeyEnv] : undefined).listModels(AbortSignal.timeout(8000));
   } catch (e) {
-    throw new InvalidInputError([
+    throw new InvalidInput([
       {
         file: v.file,
         line: configLine(v.file, ['model', 'baseUrl']),
@@ -53,9 +52,9 @@ export async function checkEndpoint(v: Validated, env: NodeJS.ProcessEnv = proce
 /** Refuses an artifact store that cannot be reached or written (a missing bucket, wrong credentials). */
 export async function checkStore(v: Validated): Promise<void> {
   try {
-    await (await openStore(v.store)).backend.probe();
+    await (await openStore(v.store)).probe();
   } catch (e) {
-    throw new InvalidInputError([
+    throw new InvalidInput([
       { file: v.file, line: configLine(v.file, ['artifacts']), field: 'artifacts', message: `${(e as Error).message}: fix the location or its credentials` },
     ]);
   }
@@ -112,24 +111,31 @@ export async function payloadValue<T = unknown>(
   client: Client,
   payloads: { payloads?: temporal.api.common.v1.IPayload[] | null } | null | undefined,
 ): Promise<T | undefined> {
-  let p = payloads?.payloads?.[0];
-  if (!p) return undefined;
+  const p = payloads?.payloads?.[0];
+  return p ? decodePayload<T>(client, p) : undefined;
+}
+
+/** One payload through the client's codecs (last first, as the SDK applies them) and its payload converter. */
+async function decodePayload<T>(client: Client, payload: temporal.api.common.v1.IPayload): Promise<T> {
   const { payloadCodecs, payloadConverter } = client.options.loadedDataConverter;
+  let p = payload;
   for (const codec of [...payloadCodecs].reverse()) [p] = await codec.decode([p]);
   return payloadConverter.fromPayload<T>(p);
 }
 
 /**
  * A failure's message as the code that failed wrote it. With SLEARN_PAYLOAD_KEY set the message is
- * in the failure's encrypted attributes (Temporal stores "Encoded failure"): decoded with the key.
+ * in the failure's encoded attributes (`{message, stack_trace}`, encrypted; Temporal stores "Encoded
+ * failure" as the message): decoded with the key. Without the key the stored message is what there is.
  */
 export async function failureMessage(client: Client, failure: temporal.api.failure.v1.IFailure | null | undefined): Promise<string | undefined> {
   if (!failure) return undefined;
+  if (!failure.encodedAttributes) return failure.message ?? undefined;
   try {
-    const { failureConverter, payloadCodecs, payloadConverter } = client.options.loadedDataConverter;
-    return failureConverter.failureToError(await decodeFailure(payloadCodecs, failure), payloadConverter).message;
+    const attributes = await decodePayload<{ message?: string }>(client, failure.encodedAttributes);
+    return attributes?.message ?? failure.message ?? undefined;
   } catch {
-    return failure.message ?? undefined;
+    return failure.message ?? undefined; // "Encoded failure": this client does not hold the key it was encrypted with
   }
 }
 
@@ -148,6 +154,8 @@ export interface RunStatus {
   pending: PendingActivity[];
   result?: RunResult;
   failure?: string;
+  /** What could not be read, and why (no worker answered the progress query, a heartbeat this client cannot decode). */
+  unreadable?: string[];
 }
 
 const PendingState = temporal.api.enums.v1.PendingActivityState;
@@ -161,17 +169,26 @@ export async function runStatus(client: Client, runId: string): Promise<RunStatu
   const desc = await handle.describe();
   const status = desc.status.name;
   const out: RunStatus = { runId, status, pending: [] };
+  // A part that cannot be read leaves the rest of the status useful, and says why it is missing.
+  const unreadable = (what: string) => (e: Error) => {
+    (out.unreadable ??= []).push(`${what}: ${e.message}`);
+    return undefined;
+  };
   if (status === 'COMPLETED') out.result = (await handle.result()) as RunResult;
   else if (status === 'RUNNING') {
-    out.progress = await handle.query(progressQuery).catch(() => undefined);
+    out.progress = await handle.query(progressQuery).catch(unreadable('progress (no worker answered the query)'));
     for (const a of desc.raw.pendingActivities ?? []) {
+      const activity = a.activityType?.name ?? '?';
       const lastFailure = await failureMessage(client, a.lastFailure);
+      const progress = a.heartbeatDetails
+        ? await payloadValue<ActivityProgress>(client, a.heartbeatDetails).catch(unreadable(`${activity}'s heartbeat`))
+        : undefined;
       out.pending.push({
-        activity: a.activityType?.name ?? '?',
+        activity,
         attempt: a.attempt ?? 1,
         state: PendingState[a.state ?? 0]?.replace('PENDING_ACTIVITY_STATE_', '').toLowerCase() ?? '?',
         ...(lastFailure ? { lastFailure } : {}),
-        ...(a.heartbeatDetails ? { progress: await payloadValue<ActivityProgress>(client, a.heartbeatDetails).catch(() => undefined) } : {}),
+        ...(a.heartbeatDetails ? { progress } : {}),
       });
     }
   } else {
@@ -283,7 +300,7 @@ export async function audit(client: Client, workflowId: string): Promise<Audit> 
   const execs = [];
   for await (const w of client.workflow.list({ query: `WorkflowId = '${workflowId.replace(/'/g, '')}'` })) execs.push(w);
   execs.sort((a, b) => a.startTime.getTime() - b.startTime.getTime());
-  if (!execs.length) throw new InvalidInputError([{ file: workflowId, message: 'no such run: check the id with `slearn list` or the web UI' }]);
+  if (!execs.length) throw new InvalidInput([{ file: workflowId, message: 'no such run: check the id with `slearn list` or the web UI' }]);
   let input: RunInput | undefined;
   let result: RunResult | undefined;
   for (const exec of execs) {
@@ -300,7 +317,7 @@ export async function audit(client: Client, workflowId: string): Promise<Audit> 
         const a = e.activityTaskScheduledEventAttributes!;
         byScheduled.set(id, {
           activity: a.activityType?.name ?? '?',
-          input: summariseInput(await payloadValue(client, a.input).catch(() => undefined)),
+          input: await payloadValue(client, a.input).then(summariseInput, (e: Error) => `(input not readable: ${e.message})`),
           scheduled: new Date(ms(e.eventTime)).toISOString(),
           attempts: 0,
           outcome: 'running',

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, openSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { connect, startRun } from './client';
 import { summaryTable } from './cli/output';
 import { watchRun } from './cli/watch';
@@ -10,6 +10,7 @@ import { STATE_DIR, trainerCommand } from './paths';
 import { freePort, startDevServer, type DevServer } from './temporal/devServer';
 import { runWorkers } from './worker';
 import { installLogger } from './temporal/logging';
+import { policyFromEnv, type WorkerPolicy } from './pipeline/policy';
 import { trainerEnv } from './pipeline/trainer-process';
 
 async function waitHttp(url: string, proc: ChildProcess, timeoutMs: number): Promise<void> {
@@ -63,11 +64,21 @@ export interface EmbeddedStack {
 }
 
 /**
+ * The demo's worker policy: the defaults (the working directory and the state directory, or
+ * SLEARN_ALLOWED_PATHS), plus the directory of the config the user named, wherever it is.
+ */
+export function demoPolicy(configFile: string, env: NodeJS.ProcessEnv = process.env): WorkerPolicy {
+  const policy = policyFromEnv(env, { stateDir: STATE_DIR });
+  return { ...policy, paths: [...policy.paths, dirname(resolve(configFile))] };
+}
+
+/**
  * The offline stack of the demo and the benchmarks: the Temporal dev server (unless
  * TEMPORAL_ADDRESS names one), the embedded model server and a worker for every queue, on free
- * loopback ports. SIGINT/SIGTERM stop everything it started.
+ * loopback ports, under `policy` (the worker's default from its environment otherwise).
+ * SIGINT/SIGTERM stop everything it started.
  */
-export async function startEmbeddedStack(): Promise<EmbeddedStack> {
+export async function startEmbeddedStack(opts: { policy?: WorkerPolicy } = {}): Promise<EmbeddedStack> {
   mkdirSync(STATE_DIR, { recursive: true });
   let server: DevServer | undefined;
   let model: { baseUrl: string; proc: ChildProcess } | undefined;
@@ -77,7 +88,8 @@ export async function startEmbeddedStack(): Promise<EmbeddedStack> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     workerStop.abort();
-    await worker?.catch(() => undefined);
+    // The worker's own failure (it could not connect, its bundle failed) surfaces here, at the latest.
+    await worker?.catch((e: Error) => console.error(`the worker stopped with an error: ${e.message}`));
     stopProcessGroup(model?.proc);
     await server?.stop();
   };
@@ -100,7 +112,7 @@ export async function startEmbeddedStack(): Promise<EmbeddedStack> {
     console.error('starting the model server (SmolLM2-135M-Instruct on CPU; the first start converts the GGUF weights)…');
     model = await startModelServer(adapterDir);
     console.error(`model server on ${model.baseUrl}`);
-    worker = runWorkers({ address, adapterDir, env }, workerStop.signal);
+    worker = runWorkers({ address, adapterDir, env, ...(opts.policy ? { policy: opts.policy } : {}) }, workerStop.signal);
     const client = await connect(env);
     return { client, baseUrl: model.baseUrl, ...(server ? { uiUrl: server.uiUrl } : {}), stop: cleanup };
   } catch (e) {
@@ -115,7 +127,7 @@ export async function runDemo(opts: { configFile: string; compare: BaselineKind[
   if (!existsSync(configFile)) throw new Error(`${configFile} not found: run the demo from the project root`);
   // The demo shows its own progress; the SDK speaks only when something is wrong.
   installLogger('WARN');
-  const stack = await startEmbeddedStack();
+  const stack = await startEmbeddedStack({ policy: demoPolicy(configFile) });
   try {
     const { client } = stack;
     const overrides = { model: { baseUrl: stack.baseUrl } };

@@ -9,6 +9,14 @@ export const VENV_BIN = join(PROJECT_ROOT, '.venv', 'bin');
 /** The default state directory, relative to where slearn is run (like .git). */
 export const STATE_DIR = resolve(process.env.SLEARN_HOME ?? '.slearn');
 
+/**
+ * The artifact store when a config names none, and the one `slearn models` reads: one state
+ * directory for everything, so a fresh SLEARN_HOME starts a fresh registry too.
+ */
+export function defaultStore(env: NodeJS.ProcessEnv = process.env): string {
+  return env.SLEARN_ARTIFACTS || join(STATE_DIR, 'artifacts');
+}
+
 /** The trainer: SLEARN_TRAINER (a JSON argv array), else the project's Python environment. */
 export function trainerCommand(env: NodeJS.ProcessEnv = process.env): string[] {
   if (env.SLEARN_TRAINER) {

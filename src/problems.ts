@@ -14,14 +14,6 @@ export function formatProblem(p: Problem): string {
   return p.field ? `${where}: ${p.field}: ${p.message}` : `${where}: ${p.message}`;
 }
 
-/** Thrown when input is refused; carries every problem, not just the first. */
-export class InvalidInputError extends Error {
-  constructor(readonly problems: Problem[]) {
-    super(problems.map(formatProblem).join('\n'));
-    this.name = 'InvalidInputError';
-  }
-}
-
 export function fieldPath(path: readonly PropertyKey[]): string {
   return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
 }

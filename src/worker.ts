@@ -1,6 +1,7 @@
 import { join, resolve } from 'node:path';
-import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundle } from '@temporalio/worker';
-import { createActivities, type WorkerDeps } from './activities';
+import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundle, type WorkflowBundleOption } from '@temporalio/worker';
+import { activitiesFor, createActivities, QUEUE_ACTIVITIES, type WorkerDeps } from './activities';
+import { InvalidInput } from './errors';
 import { policyFromEnv, type WorkerPolicy } from './pipeline/policy';
 import { openStore } from './store/open';
 import type { Store } from './store/store';
@@ -8,7 +9,7 @@ import { installLogger } from './temporal/logging';
 import { temporalTarget, unreachable } from './temporal/address';
 import { dataConverter } from './temporal/dataConverter';
 import { STATE_DIR, trainerCommand } from './paths';
-import { ALL_QUEUES, TASK_QUEUE, TRAIN_TASK_QUEUE } from './schemas/run';
+import { ALL_QUEUES, TASK_QUEUE, TRAIN_TASK_QUEUE, type TaskQueue } from './schemas/run';
 import { requireGpu } from './pipeline/trainer-process';
 
 export interface WorkerOptions {
@@ -27,8 +28,14 @@ export interface WorkerOptions {
 }
 
 const bundles = new Map<string, Promise<WorkflowBundle>>();
-/** Bundled once per process (and failure converter): restarting workers in one process (tests, the demo) skips webpack. */
-function workflowBundle(failureConverterPath?: string): Promise<WorkflowBundle> {
+/**
+ * Bundled once per process (and failure converter): restarting workers in one process (tests, the
+ * demo) skips webpack. SLEARN_WORKFLOW_BUNDLE names a bundle written by `bundleWorkflowCode` from
+ * this code, for the default converter (the tests build one for all their workers: webpack took
+ * 6-8 s per worker start here).
+ */
+function workflowBundle(failureConverterPath?: string, env: NodeJS.ProcessEnv = process.env): Promise<WorkflowBundleOption> {
+  if (env.SLEARN_WORKFLOW_BUNDLE && !failureConverterPath) return Promise.resolve({ codePath: env.SLEARN_WORKFLOW_BUNDLE });
   const key = failureConverterPath ?? '';
   let b = bundles.get(key);
   if (!b) {
@@ -63,12 +70,24 @@ export function workerDeps(opts: WorkerOptions = {}): WorkerDeps {
   };
 }
 
-/** Workers for the given queues on one connection; resolves when they have all shut down. */
+/** The queues to serve (all when none is named); an unknown name is refused before anything connects. */
+export function queuesToServe(named: string[] = []): TaskQueue[] {
+  const unknown = named.filter((q) => !(ALL_QUEUES as readonly string[]).includes(q));
+  if (unknown.length) throw new InvalidInput(`unknown task queue ${unknown.join(', ')}: the queues are ${ALL_QUEUES.join(', ')}`);
+  return named.length ? (named as TaskQueue[]) : [...ALL_QUEUES];
+}
+
+/** What a worker on these queues serves, for its ready line: `slearn (workflow, prepare, ...); slearn-train (train)`. */
+export function describeQueues(queues: TaskQueue[]): string {
+  return queues.map((q) => `${q} (${[...(q === TASK_QUEUE ? ['workflow'] : []), ...QUEUE_ACTIVITIES[q]].join(', ')})`).join('; ');
+}
+
+/** Workers for the given queues on one connection, each with its own activities; resolves when they have all shut down. */
 export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal): Promise<void> {
   const env = opts.env ?? process.env;
+  const queues = queuesToServe(opts.queues);
   const converter = dataConverter(env); // a bad payload key fails before connecting
   const deps = workerDeps(opts);
-  const queues = opts.queues?.length ? opts.queues : [...ALL_QUEUES];
   // SLEARN_REQUIRE_GPU=1: a training worker that would train on the CPU refuses to start, and says why.
   if (queues.includes(TRAIN_TASK_QUEUE)) await requireGpu(deps.trainer, env);
   const target = temporalTarget(env);
@@ -88,10 +107,10 @@ export async function runWorkers(opts: WorkerOptions = {}, signal?: AbortSignal)
           connection,
           namespace,
           taskQueue,
-          activities,
+          activities: activitiesFor(taskQueue, activities),
           dataConverter: converter,
           // Only the main queue hosts workflows; the others are activities only.
-          ...(taskQueue === TASK_QUEUE ? { workflowBundle: await workflowBundle(converter.failureConverterPath) } : {}),
+          ...(taskQueue === TASK_QUEUE ? { workflowBundle: await workflowBundle(converter.failureConverterPath, env) } : {}),
           // Heartbeats carry cancellation back: a cancelled run must stop its trainer in seconds, not
           // after the default throttle of up to a minute. They are small, so this is cheap.
           maxHeartbeatThrottleInterval: '3s',
@@ -114,8 +133,10 @@ if (require.main === module) {
   const queues = process.argv.slice(2).filter((a) => !a.startsWith('-'));
   const ac = new AbortController();
   for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => ac.abort());
-  runWorkers({ queues, onReady: () => console.error(`slearn worker ready (pid ${process.pid})`) }, ac.signal).catch((err) => {
-    console.error(err instanceof Error ? err.message : err);
-    process.exit(1);
-  });
+  runWorkers({ queues, onReady: () => console.error(`slearn worker ready on ${describeQueues(queuesToServe(queues))} (pid ${process.pid})`) }, ac.signal).catch(
+    (err) => {
+      console.error(err instanceof Error ? err.message : err);
+      process.exit(1);
+    },
+  );
 }

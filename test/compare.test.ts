@@ -8,7 +8,7 @@ import { startRun } from '../src/client';
 import { baselineFor, comparison } from '../src/cli/compare';
 import { renderComparison } from '../src/report/render';
 import { openStore } from '../src/store/open';
-import type { DecisionRecord } from '../src/pipeline/filter';
+import type { DecisionRecord } from '../src/schemas/results';
 import { Registry } from '../src/registry/registry';
 import { startFakeModel, stableHash, type FakeModel } from './support/fakeModel';
 import { inProcessWorker, temporal, tempDir } from './support/stack';

@@ -266,7 +266,7 @@ describe('fake model faults', () => {
 
 // ------------------------------------------------------------------ fake trainer
 
-const TRAINER = join(__dirname, 'support', 'fake-trainer.js');
+const TRAINER = join(__dirname, 'support', 'fakeTrainer.js');
 
 interface Run {
   code: number | null;

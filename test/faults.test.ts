@@ -9,7 +9,7 @@ import { audit, connect, startRun } from '../src/client';
 import { openStore } from '../src/store/open';
 import { startDevServer } from '../src/temporal/devServer';
 import { isAlive } from '../src/proc';
-import type { DecisionRecord } from '../src/pipeline/filter';
+import type { DecisionRecord } from '../src/schemas/results';
 import type { RunResult } from '../src/schemas/run';
 import { startFakeModel, stableHash, type FakeModel, type FaultKind } from './support/fakeModel';
 import { temporal, tempDir, waitFor, inProcessWorker } from './support/stack';

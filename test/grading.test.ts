@@ -1,10 +1,12 @@
 import { matchGrade, normalise, tokenF1, tokens } from '../src/grading/match';
 import { judgeMessages, parseVerdict } from '../src/grading/judge';
 import { accuracy, mcnemar, wilson } from '../src/metrics';
-import { knowledgeLevel, type ItemGrade } from '../src/pipeline/answering';
+import { answerAndGrade, knowledgeLevel } from '../src/pipeline/answering';
+import type { ModelClient } from '../src/model/client';
+import type { ItemGrade } from '../src/schemas/results';
 import { decide } from '../src/pipeline/filter';
 import { gate } from '../src/pipeline/promote';
-import { FilterSchema, PromoteSchema } from '../src/schemas/config';
+import { ConfigSchema, FilterSchema, PromoteSchema } from '../src/schemas/config';
 import type { EvalResult } from '../src/schemas/run';
 import { runKey, runPrefix } from '../src/store/steps';
 import { checkKey } from '../src/store/backend';
@@ -252,5 +254,24 @@ describe('store keys', () => {
     expect(checkKey('runs/x/steps/answer-grade-000001.json')).toBe('runs/x/steps/answer-grade-000001.json');
     expect(checkKey('runs/x/', true)).toBe('runs/x/');
     expect(() => checkKey('runs/x/')).toThrow(/not a valid store key/);
+  });
+});
+
+describe('answering with the match grader', () => {
+  // The run's grader block reaches matchGrade whole: `tokens` decides, not only f1Threshold.
+  const item = { id: 'q1', question: '《红楼梦》的作者是谁？', answer: '曹雪芹' };
+  const model = { chat: async () => ['作者是曹雪芹'] } as unknown as ModelClient;
+  const gradeWith = (tokens: 'words' | 'characters') => {
+    const config = ConfigSchema.parse({
+      name: 'zh',
+      dataset: 'd.jsonl',
+      model: { baseUrl: 'http://127.0.0.1:1/v1', name: 'm' },
+      grader: { type: 'match', tokens },
+    });
+    return answerAndGrade(config, { model }, 'm')(item, new AbortController().signal);
+  };
+  it('cuts a Chinese answer as the config says', async () => {
+    expect((await gradeWith('characters')).greedy?.correct).toBe(true);
+    expect((await gradeWith('words')).greedy?.correct).toBe(false);
   });
 });

@@ -9,10 +9,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LocalBackend } from '../src/store/local';
 import { Store } from '../src/store/store';
-import { Lease, LeaseLost, type LeaseBody } from '../src/store/lease';
+import { LeaseLost, TrainerBusy } from '../src/errors';
+import { Lease, type LeaseBody } from '../src/store/lease';
 import { processId, thisHost } from '../src/proc';
 import { ConfigSchema } from '../src/schemas/config';
-import { train, TrainerBusy } from '../src/pipeline/train';
+import { train } from '../src/pipeline/train';
 import type { StepCtx } from '../src/schemas/run';
 import { stepEnv } from './support/env';
 import { ROOT, tempDir, waitFor } from './support/stack';
@@ -84,7 +85,7 @@ describe('the training lease', () => {
     // Each process retries on TrainerBusy, as Temporal would, until it gets the result.
     const run = () =>
       new Promise<{ code: number | null; out: string }>((resolve) => {
-        const p = spawn(process.execPath, [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), join(ROOT, 'test', 'support', 'train-until-done.ts'), spec], {
+        const p = spawn(process.execPath, [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), join(ROOT, 'test', 'support', 'trainUntilDone.ts'), spec], {
           env,
           stdio: ['ignore', 'pipe', 'pipe'],
         });

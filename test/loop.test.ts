@@ -4,7 +4,7 @@ import { startRun } from '../src/client';
 import { openStore } from '../src/store/open';
 import { progressQuery } from '../src/workflows';
 import { saveReport } from '../src/cli/reports';
-import type { DecisionRecord } from '../src/pipeline/filter';
+import type { DecisionRecord } from '../src/schemas/results';
 import type { Progress } from '../src/schemas/run';
 import { startFakeModel, stableHash, type FakeModel } from './support/fakeModel';
 import { temporal, tempDir, waitFor, inProcessWorker } from './support/stack';

@@ -4,7 +4,7 @@ import { openStore } from '../src/store/open';
 import { trainerCommand } from '../src/paths';
 import { trainerInfo } from '../src/pipeline/trainer-process';
 import { adapterName } from '../src/pipeline/adapters';
-import type { EvalItemResult } from '../src/pipeline/evaluate';
+import type { EvalItemResult } from '../src/schemas/results';
 import { temporal, tempDir, inProcessWorker } from './support/stack';
 import { startRealModelServer } from './support/modelServer';
 import { paraphrases, writeConfig, writeJsonl } from './support/world';

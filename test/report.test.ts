@@ -1,8 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { accuracy, pct } from '../src/metrics';
-import type { EvalItemResult } from '../src/pipeline/evaluate';
-import type { DecisionRecord } from '../src/pipeline/filter';
+import type { DecisionRecord, EvalItemResult } from '../src/schemas/results';
 import { lossChart, niceTicks, timeTicks } from '../src/report/charts';
 import { esc, mdCell } from '../src/report/escape';
 import { duration, points, pValue } from '../src/report/format';

@@ -5,7 +5,11 @@ import type { AddressInfo } from 'node:net';
 import { join, relative } from 'node:path';
 import { audit, startRun } from '../src/client';
 import { main } from '../src/cli';
+import { demoPolicy } from '../src/demo';
+import { PolicyError } from '../src/errors';
+import { checkConfig } from '../src/pipeline/policy';
 import { trainerEnv } from '../src/pipeline/trainer-process';
+import { ConfigSchema } from '../src/schemas/config';
 import { TASK_QUEUE, type RunInput } from '../src/schemas/run';
 import { selfLearning } from '../src/workflows';
 import { startFakeModel, type FakeModel } from './support/fakeModel';
@@ -112,7 +116,7 @@ describe('no secrets in history, logs or artifacts', () => {
     writeFileSync(
       recorder,
       `require('fs').appendFileSync(${JSON.stringify(join(dir, 'trainer-calls.jsonl'))}, JSON.stringify({ argv: process.argv.slice(2), env: process.env }) + '\\n');\n` +
-        `require(${JSON.stringify(join(ROOT, 'test', 'support', 'fake-trainer.js'))});\n`,
+        `require(${JSON.stringify(join(ROOT, 'test', 'support', 'fakeTrainer.js'))});\n`,
     );
     worker = workerProcess(server.address, {
       [KEY_VAR]: marker,
@@ -410,6 +414,21 @@ describe('the config never carries a key', () => {
       MY_SETTING: '1',
     });
     expect(env).toEqual({ PATH: '/usr/bin', HF_TOKEN: 'hf-ok', MY_SETTING: '1', PYTHONUNBUFFERED: '1', SLEARN_TRAINER_WATCH_STDIN: '1' });
+  });
+});
+
+describe("the demo's worker policy", () => {
+  it('allows the directory of the config the demo was given, wherever it is, and nothing beside it', () => {
+    const elsewhere = tempDir('slearn-demo-config-');
+    const configFile = join(elsewhere, 'demo.yaml');
+    const config = ConfigSchema.parse({ name: 'demo', dataset: join(elsewhere, 'train.jsonl'), model: { baseUrl: 'http://127.0.0.1:8000/v1', name: 'm' } });
+    const env = { PATH: process.env.PATH };
+    expect(() => checkConfig(demoPolicy(configFile, env), config, configFile)).not.toThrow();
+    // A worker with the default policy (the working directory and SLEARN_HOME) refuses the same config.
+    const { paths } = demoPolicy(join(ROOT, 'examples', 'agriculture', 'slearn.yaml'), env);
+    expect(() => checkConfig({ ...demoPolicy(configFile, env), paths }, config, configFile)).toThrow(PolicyError);
+    const sibling = { ...config, dataset: join(elsewhere, '..', 'other', 'train.jsonl') };
+    expect(() => checkConfig(demoPolicy(configFile, env), sibling, configFile)).toThrow(/outside the directories this worker may read/);
   });
 });
 

@@ -9,11 +9,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../src/config';
 import { summaryTable } from '../src/cli/output';
-import { InvalidInputError } from '../src/problems';
 import { CheckpointUploader, learnedSettings, trainerArgs } from '../src/pipeline/train';
-import { checkConfig, PolicyError } from '../src/pipeline/policy';
+import { checkConfig } from '../src/pipeline/policy';
 import { prepare } from '../src/pipeline/prepare';
-import { NoGpu, requireGpu, resolveProcesses } from '../src/pipeline/trainer-process';
+import { InvalidInput, NoGpu, PolicyError } from '../src/errors';
+import { requireGpu, resolveProcesses } from '../src/pipeline/trainer-process';
 import { runWorkers } from '../src/worker';
 import { ConfigSchema } from '../src/schemas/config';
 import type { RunResult } from '../src/schemas/run';
@@ -93,11 +93,11 @@ describe('setting a training up', () => {
     writeJsonl(join(dir, 'train.jsonl'), makeWorld(4));
     writeJsonl(join(dir, 'eval.jsonl'), makeWorld(2, 'e'));
     const file = writeConfig(dir, 'http://127.0.0.1:9/v1', { train: { chatTemplate: 'templates/chat.jinja' } });
-    expect(() => loadConfig(file)).toThrow(InvalidInputError);
+    expect(() => loadConfig(file)).toThrow(InvalidInput);
     try {
       loadConfig(file);
     } catch (e) {
-      expect((e as InvalidInputError).problems[0]).toMatchObject({ field: 'train.chatTemplate', message: expect.stringMatching(/file not found/) });
+      expect((e as InvalidInput).problems[0]).toMatchObject({ field: 'train.chatTemplate', message: expect.stringMatching(/file not found/) });
     }
     mkdirSync(join(dir, 'templates'));
     writeFileSync(join(dir, 'templates', 'chat.jinja'), '{{ messages }}');

@@ -4,9 +4,9 @@
  * that redoes only what was not flushed, a transient failure that costs only its own request, and
  * concurrency that backs off when the endpoint says it is overloaded.
  */
-import { ModelCallError } from '../src/model/client';
+import { ModelCallError, StoreNotShared } from '../src/errors';
 import { AdaptiveConcurrency } from '../src/model/concurrency';
-import { readParts, runItems, StoreNotShared, type RunItemsOptions, type WorkProgress } from '../src/pipeline/work';
+import { readParts, runItems, type RunItemsOptions, type WorkProgress } from '../src/pipeline/work';
 import { LocalBackend } from '../src/store/local';
 import { Store } from '../src/store/store';
 import { tempDir } from './support/stack';

@@ -1,19 +1,19 @@
-import { Context } from '@temporalio/activity';
+import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { setMaxListeners } from 'node:events';
-import { ModelCallError } from '../model/client';
-import type { StepEnv } from '../pipeline/env';
-import { InvalidInput, prepare } from '../pipeline/prepare';
-import { PolicyError, type WorkerPolicy } from '../pipeline/policy';
-import { answerGradeShard } from '../pipeline/shards';
-import { filter } from '../pipeline/filter';
-import { train, TrainerBusy, TrainerError } from '../pipeline/train';
-import { AdapterNotLoaded, stageAdapter } from '../pipeline/adapters';
+import { SlearnError } from '../errors';
+import { stageAdapter } from '../pipeline/adapters';
+import { resolveCurrent } from '../pipeline/current';
+import type { StepEnv, StepLog } from '../pipeline/env';
 import { compareModels, evaluatePass } from '../pipeline/evaluate';
-import { promote, resolveCurrent } from '../pipeline/promote';
+import { filter } from '../pipeline/filter';
+import type { WorkerPolicy } from '../pipeline/policy';
+import { prepare } from '../pipeline/prepare';
+import { promote } from '../pipeline/promote';
 import { report } from '../pipeline/report';
-import { StoreNotShared } from '../pipeline/work';
-import { RunIdReused } from '../store/steps';
+import { answerGradeShard } from '../pipeline/shards';
+import { train } from '../pipeline/train';
+import { MODEL_TASK_QUEUE, TASK_QUEUE, TRAIN_TASK_QUEUE, type TaskQueue } from '../schemas/run';
 import type { Store } from '../store/store';
 
 /** After this many attempts of one step, items whose requests still fail are reported as ungradeable. */
@@ -29,34 +29,38 @@ export interface WorkerDeps {
   adapterDir: string;
 }
 
-/** Failures sorted once: what can never succeed stops the run with what to fix; the rest is retried. */
+/**
+ * A step's failure as Temporal records it: slearn's own failures carry their type, retry meaning and
+ * delay (src/errors.ts); anything else is retried under its class name.
+ */
 export function toFailure(e: unknown): unknown {
   if (e instanceof ApplicationFailure || e instanceof CancelledFailure) return e;
-  const err = e as Error;
-  const nonRetryable = (type: string) => ApplicationFailure.create({ message: err.message, type, nonRetryable: true });
-  if (e instanceof InvalidInput) return nonRetryable('InvalidInput');
-  if (e instanceof PolicyError) return nonRetryable('PolicyError');
-  if (e instanceof RunIdReused) return nonRetryable('RunIdReused');
-  if (e instanceof StoreNotShared) return nonRetryable('StoreNotShared');
-  if (e instanceof TrainerError) return nonRetryable('TrainerError');
-  if (e instanceof TrainerBusy)
-    return ApplicationFailure.create({ message: err.message, type: 'TrainerBusy', nextRetryDelay: `${Math.ceil(e.retryAfterMs / 1000)}s` });
-  if (e instanceof AdapterNotLoaded) return nonRetryable('AdapterNotLoaded');
-  if (e instanceof ModelCallError) {
-    if (e.kind === 'fatal') return nonRetryable('ModelConfigError');
+  if (e instanceof SlearnError) {
+    const delay = e.retryDelaySeconds;
     return ApplicationFailure.create({
-      message: err.message,
-      type: 'ModelUnavailable',
-      ...(e.retryAfterSeconds ? { nextRetryDelay: `${Math.ceil(e.retryAfterSeconds)}s` } : {}),
+      message: e.message,
+      type: e.type,
+      nonRetryable: e.nonRetryable,
+      ...(delay ? { nextRetryDelay: `${Math.ceil(delay)}s` } : {}),
     });
   }
+  const err = e as Error;
   return ApplicationFailure.create({ message: err?.message ?? String(e), type: err?.name ?? 'Error' });
+}
+
+/** Temporal's activity logger with the step's own fields on every line. */
+function stepLog(fields: Record<string, unknown>): StepLog {
+  return {
+    info: (message, more) => log.info(message, { ...fields, ...more }),
+    warn: (message, more) => log.warn(message, { ...fields, ...more }),
+  };
 }
 
 /**
  * Runs a pipeline step as an activity: heartbeats its latest progress on a ticker derived from the
  * heartbeat timeout (so a live attempt is never declared dead, however slow one request is), passes
- * Temporal's cancellation on (it also fires when the attempt was superseded), and maps failures.
+ * Temporal's cancellation on (it also fires when the attempt was superseded), maps failures, and
+ * says in the worker's log when the step starts, is retried, finds its output already done, ends or fails.
  */
 async function asActivity<I, R>(deps: WorkerDeps, step: (env: StepEnv, input: I) => Promise<R>, input: I): Promise<R> {
   const ctx = Context.current();
@@ -67,6 +71,9 @@ async function asActivity<I, R>(deps: WorkerDeps, step: (env: StepEnv, input: I)
   let latest: unknown = info.heartbeatDetails;
   const timeoutMs = info.heartbeatTimeoutMs;
   const ticker = timeoutMs ? setInterval(() => ctx.heartbeat(latest), Math.max(200, Math.min(5000, timeoutMs / 4))) : undefined;
+  const fields = { step: info.activityType, run: info.workflowExecution?.workflowId ?? 'run', attempt: info.attempt };
+  const stepLogger = stepLog(fields);
+  let reused: string | undefined;
   const env: StepEnv = {
     store: (url) => deps.openStore(url),
     signal,
@@ -83,15 +90,30 @@ async function asActivity<I, R>(deps: WorkerDeps, step: (env: StepEnv, input: I)
     adapterDir: deps.adapterDir,
     // A holder on another host is taken over only after this; renewals happen every fifth of it.
     leaseTtlMs: Math.min(10 * 60_000, Math.max(10_000, 2 * (timeoutMs ?? 60_000))),
-    label: `${info.workflowExecution?.workflowId ?? 'run'}/${info.activityType}#${info.attempt}`,
-    log: ctx.log,
+    label: `${fields.run}/${fields.step}#${fields.attempt}`,
+    log: stepLogger,
+    reused: (rec) => {
+      reused = rec.reusedFrom ?? rec.runId;
+      stepLogger.info('step output already in the store: reused', { reused: true, from: reused, record: rec.step });
+    },
   };
+  const started = Date.now();
+  if (info.attempt > 1) stepLogger.warn('step retried', { reused: false });
+  else stepLogger.info('step started', { reused: false });
   try {
     if (timeoutMs) ctx.heartbeat(latest);
-    return await step(env, input);
+    const result = await step(env, input);
+    stepLogger.info('step finished', { reused: reused !== undefined, ms: Date.now() - started });
+    return result;
   } catch (e) {
-    if (signal.aborted) throw new CancelledFailure(String(signal.reason ?? 'cancelled'));
-    throw toFailure(e);
+    if (signal.aborted) {
+      stepLogger.info('step cancelled', { reason: String(signal.reason ?? 'cancelled'), ms: Date.now() - started });
+      throw new CancelledFailure(String(signal.reason ?? 'cancelled'));
+    }
+    const failure = toFailure(e);
+    const f = failure as Partial<ApplicationFailure>;
+    stepLogger.warn('step failed', { type: f.type, retryable: !f.nonRetryable, error: (e as Error)?.message ?? String(e), ms: Date.now() - started });
+    throw failure;
   } finally {
     if (ticker) clearInterval(ticker);
   }
@@ -118,3 +140,19 @@ export function createActivities(deps: WorkerDeps) {
 }
 
 export type Activities = ReturnType<typeof createActivities>;
+
+/**
+ * Which worker serves what, as the workflow routes it: training on its own queue (a GPU host),
+ * adapter staging beside the model server (it writes where the server reads), the rest on the main
+ * queue with the workflow.
+ */
+export const QUEUE_ACTIVITIES = {
+  [TASK_QUEUE]: ['prepare', 'resolveCurrent', 'answerGradeShard', 'filter', 'evaluatePass', 'compareModels', 'promote', 'report'],
+  [TRAIN_TASK_QUEUE]: ['train'],
+  [MODEL_TASK_QUEUE]: ['stageAdapter'],
+} as const satisfies Record<TaskQueue, readonly (keyof Activities)[]>;
+
+/** The activities a worker on `queue` registers. */
+export function activitiesFor(queue: TaskQueue, all: Activities): Partial<Activities> {
+  return Object.fromEntries(QUEUE_ACTIVITIES[queue].map((name) => [name, all[name]]));
+}

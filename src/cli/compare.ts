@@ -4,7 +4,7 @@ import { InvalidArgumentError, Option } from 'commander';
 import type { Client } from '@temporalio/client';
 import { startRun } from '../client';
 import { mcnemar, pct } from '../metrics';
-import type { EvalItemResult } from '../pipeline/evaluate';
+import type { EvalItemResult } from '../schemas/results';
 import { renderComparison } from '../report/render';
 import type { ComparisonData } from '../report/data';
 import type { Baseline, RunResult } from '../schemas/run';

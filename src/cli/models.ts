@@ -2,18 +2,17 @@ import { Command } from 'commander';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pct } from '../metrics';
-import { STATE_DIR } from '../paths';
+import { defaultStore, STATE_DIR } from '../paths';
 import { Registry } from '../registry/registry';
 import { renderHistory } from '../report/render';
 import { cpuNotice } from '../report/summary';
-import { normaliseStoreUrl, openStore } from '../store/open';
-import { table } from './output';
-
-const json = (v: unknown) => console.log(JSON.stringify(v, null, 2));
+import { normaliseStoreUrl } from '../store/location';
+import { openStore } from '../store/open';
+import { printJson, table } from './output';
 
 /** The registry of a config name in the store given by --artifacts (default .slearn/artifacts). */
 async function registry(name: string, artifacts?: string): Promise<Registry> {
-  const url = normaliseStoreUrl(artifacts ?? process.env.SLEARN_ARTIFACTS ?? join(STATE_DIR, 'artifacts'));
+  const url = normaliseStoreUrl(artifacts ?? defaultStore());
   if (typeof url !== 'string') throw new Error(`--artifacts: ${url.error}`);
   return new Registry(await openStore(url), name);
 }
@@ -28,13 +27,13 @@ export function modelsCommand(): Command {
   const m = new Command('models').description('the model registry: versions of tuned models per config, and which one is `current`');
   const store = (c: Command) =>
     c
-      .option('--artifacts <store>', 'artifact store (directory or s3://bucket/prefix; default .slearn/artifacts or SLEARN_ARTIFACTS)')
+      .option('--artifacts <store>', 'artifact store (directory or s3://bucket/prefix; default SLEARN_ARTIFACTS, else $SLEARN_HOME/artifacts)')
       .option('--json', 'machine-readable');
 
   store(m.command('list').argument('<name>', 'config name')).action(async (name: string, o) => {
     const reg = await registry(name, o.artifacts);
     const [versions, current] = [await reg.versions(), await reg.current()];
-    if (o.json) return json({ name, current: current?.version ?? null, versions });
+    if (o.json) return printJson({ name, current: current?.version ?? null, versions });
     if (!versions.length) return console.log(`${name}: no versions yet (current: the base model)`);
     const t = table(['version', '', 'run', 'created', 'tuned', 'vs reference', 'retention', 'decision']);
     for (const v of versions) {
@@ -59,7 +58,7 @@ export function modelsCommand(): Command {
     const reg = await registry(name, o.artifacts);
     const v = version ? await reg.version(version) : await reg.current();
     if (!v) throw new Error(version ? `${name} has no version ${version}` : `${name} has no current model (the base is in service)`);
-    if (o.json) return json(v);
+    if (o.json) return printJson(v);
     const e = v.evaluation;
     console.log(
       [
@@ -83,13 +82,13 @@ export function modelsCommand(): Command {
     const reg = await registry(name, o.artifacts);
     if (!(await reg.version(version))) throw new Error(`${name} has no version ${version}: see \`slearn models list ${name}\``);
     const ev = await reg.setCurrent(version, 'promote', 'promoted by hand');
-    if (o.json) return json(ev);
+    if (o.json) return printJson(ev);
     console.log(`${name}: current is now version ${version} (was ${ev.previous ?? 'the base model'})`);
   });
 
   store(m.command('rollback').argument('<name>')).action(async (name: string, o) => {
     const ev = await (await registry(name, o.artifacts)).rollback();
-    if (o.json) return json(ev);
+    if (o.json) return printJson(ev);
     console.log(`${name}: current is now ${ev.version ? `version ${ev.version}` : 'the base model'} (was ${ev.previous ?? 'the base model'})`);
   });
 
@@ -98,7 +97,7 @@ export function modelsCommand(): Command {
   ).action(async (name: string, o) => {
     const reg = await registry(name, o.artifacts);
     const [versions, aliases, runs] = [await reg.versions(), await reg.aliasLog(), await reg.runs()];
-    if (o.json) return json({ name, versions, aliases, runs });
+    if (o.json) return printJson({ name, versions, aliases, runs });
     const page = renderHistory(name, versions, aliases, runs);
     const dir = join(STATE_DIR, 'models', name);
     await mkdir(dir, { recursive: true });

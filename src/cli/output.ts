@@ -1,10 +1,16 @@
 import * as colors from '@colors/colors/safe';
 import Table from 'cli-table3';
 import { pct } from '../metrics';
+import { jsonText } from '../streams';
 import type { Audit, RunListing, RunStatus } from '../client';
 import { isTrainProgress, isWorkProgress } from '../schemas/progress';
 import type { Accuracy, Progress, RunResult } from '../schemas/run';
 import { cpuNotice } from '../report/summary';
+
+/** A value as JSON on stdout, for `--json` (two-space indented). */
+export function printJson(value: unknown): void {
+  process.stdout.write(jsonText(value));
+}
 
 /** Colour and cursor tricks only on a terminal that wants them (NO_COLOR, pipes and CI logs get plain text). */
 export function fancy(stream: NodeJS.WriteStream = process.stdout, env: NodeJS.ProcessEnv = process.env): boolean {
@@ -141,7 +147,7 @@ export function stageProgress(s: RunStatus): { stage: string; done: number; tota
 
 export function progressLine(s: RunStatus): string {
   const p: Progress | undefined = s.progress;
-  if (!p) return `${s.runId}: ${s.status.toLowerCase()}`;
+  if (!p) return `${s.runId}: ${s.status.toLowerCase()}${s.unreadable?.length ? ` (${s.unreadable.join('; ')})` : ''}`;
   const sp = stageProgress(s);
   const parts = [`stage ${sp.stage}`];
   if (sp.total) parts.push(`${sp.done}/${sp.total}`);

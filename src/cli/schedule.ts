@@ -1,12 +1,11 @@
 import { Command } from 'commander';
-import { ScheduleOverlapPolicy } from '@temporalio/client';
+import { ScheduleOverlapPolicy, type Client } from '@temporalio/client';
 import { connect, runStatus } from '../client';
 import { validateAll } from '../config';
 import { TASK_QUEUE, type RunInput } from '../schemas/run';
 import { selfLearning } from '../workflows';
-import { table } from './output';
-
-const json = (v: unknown) => console.log(JSON.stringify(v, null, 2));
+import { UsageError } from './exit';
+import { printJson, table } from './output';
 
 /** Recurring runs as Temporal schedules. Each run reads and validates today's config and data again. */
 export function scheduleCommand(): Command {
@@ -20,7 +19,7 @@ export function scheduleCommand(): Command {
     .option('--tz <zone>', 'time zone of the cron expression (IANA, e.g. Europe/Paris)', 'UTC')
     .option('--pause-on-failure', 'pause the schedule when a run fails (default: go on, the next run retries)')
     .action(async (id: string, config: string, o) => {
-      if (!o.cron === !o.every) throw Object.assign(new Error('give exactly one of --cron or --every'), { usage: true });
+      if (!o.cron === !o.every) throw new UsageError('give exactly one of --cron or --every');
       // Checked now for a clear error today; every run checks again, so a file broken later fails only that run.
       const v = await validateAll(config);
       const input: RunInput = { configFile: v.file, store: v.store };
@@ -50,7 +49,7 @@ export function scheduleCommand(): Command {
       const rows = [];
       for await (const s of client.schedule.list())
         rows.push({ id: s.scheduleId, paused: s.state.paused, next: s.info.nextActionTimes?.[0]?.toISOString() ?? null });
-      if (o.json) return json(rows);
+      if (o.json) return printJson(rows);
       const t = table(['schedule', 'state', 'next run']);
       for (const r of rows) t.push([r.id, r.paused ? 'paused' : 'active', r.next ?? '-']);
       console.log(rows.length ? t.toString() : 'no schedules');
@@ -61,43 +60,14 @@ export function scheduleCommand(): Command {
     .option('--json', 'machine-readable')
     .description('the schedule, and its last runs with their outcome and promotion decision')
     .action(async (id: string, o) => {
-      const client = await connect();
-      const d = await client.schedule.getHandle(id).describe();
-      const runs = [];
-      for (const a of d.info.recentActions.slice(-10)) {
-        const runId = a.action.workflow.workflowId;
-        const s = await runStatus(client, runId).catch(() => undefined);
-        runs.push({
-          runId,
-          takenAt: a.takenAt.toISOString(),
-          status: s?.status ?? 'unknown',
-          outcome:
-            s?.result?.status === 'nothing-new'
-              ? 'nothing new'
-              : s?.result?.promotion
-                ? s.result.promotion.promoted
-                  ? 'promoted'
-                  : 'refused'
-                : (s?.progress?.stage ?? s?.failure ?? ''),
-          reason: s?.result?.promotion?.reason ?? s?.result?.reason ?? s?.failure ?? '',
-        });
-      }
-      const info = {
-        id,
-        paused: d.state.paused,
-        note: d.state.note,
-        spec: d.spec,
-        pauseOnFailure: d.policies.pauseOnFailure,
-        next: d.info.nextActionTimes.map((t) => t.toISOString()),
-        runs,
-      };
-      if (o.json) return json(info);
+      const info = await describeSchedule(await connect(), id);
+      if (o.json) return printJson(info);
       console.log(
-        `schedule ${id}: ${d.state.paused ? `paused${d.state.note ? ` (${d.state.note})` : ''}` : 'active'}; next run ${info.next[0] ?? '-'}${info.pauseOnFailure ? '; pauses on failure' : ''}`,
+        `schedule ${id}: ${info.paused ? `paused${info.note ? ` (${info.note})` : ''}` : 'active'}; next run ${info.next[0] ?? '-'}${info.pauseOnFailure ? '; pauses on failure' : ''}`,
       );
       const t = table(['run', 'started', 'status', 'outcome', 'reason']);
-      for (const r of runs) t.push([r.runId, r.takenAt.slice(0, 19).replace('T', ' '), r.status.toLowerCase(), r.outcome, r.reason.slice(0, 90)]);
-      console.log(runs.length ? t.toString() : 'no runs yet');
+      for (const r of info.runs) t.push([r.runId, r.takenAt.slice(0, 19).replace('T', ' '), r.status.toLowerCase(), r.outcome, r.reason.slice(0, 90)]);
+      console.log(info.runs.length ? t.toString() : 'no runs yet');
     });
   for (const verb of ['pause', 'unpause', 'trigger', 'delete'] as const) {
     sched
@@ -110,4 +80,38 @@ export function scheduleCommand(): Command {
       });
   }
   return sched;
+}
+
+/** A schedule's state and its last ten runs, each with its outcome and the reason for it. */
+async function describeSchedule(client: Client, id: string) {
+  const d = await client.schedule.getHandle(id).describe();
+  const runs = [];
+  for (const a of d.info.recentActions.slice(-10)) {
+    const runId = a.action.workflow.workflowId;
+    let unreadable = '';
+    const s = await runStatus(client, runId).catch((e: Error) => void (unreadable = `its status cannot be read: ${e.message}`));
+    runs.push({
+      runId,
+      takenAt: a.takenAt.toISOString(),
+      status: s?.status ?? 'unknown',
+      outcome:
+        s?.result?.status === 'nothing-new'
+          ? 'nothing new'
+          : s?.result?.promotion
+            ? s.result.promotion.promoted
+              ? 'promoted'
+              : 'refused'
+            : (s?.progress?.stage ?? s?.failure ?? ''),
+      reason: s?.result?.promotion?.reason ?? s?.result?.reason ?? s?.failure ?? unreadable,
+    });
+  }
+  return {
+    id,
+    paused: d.state.paused,
+    note: d.state.note,
+    spec: d.spec,
+    pauseOnFailure: d.policies.pauseOnFailure,
+    next: d.info.nextActionTimes.map((t) => t.toISOString()),
+    runs,
+  };
 }

@@ -32,10 +32,12 @@ export async function watchRun(
   let startDone = 0;
   const resultP = handle.result() as Promise<RunResult>;
   let settled = false;
-  resultP.then(
-    () => (settled = true),
-    () => (settled = true),
+  // Wakes the loop when the run ends; its outcome (a result or a failure) is read from resultP below.
+  const ended = resultP.then(
+    () => void (settled = true),
+    () => void (settled = true),
   );
+  let lastUnavailable = '';
   try {
     while (!settled) {
       try {
@@ -62,10 +64,13 @@ export async function watchRun(
             lastLine = line;
           }
         }
-      } catch {
-        /* no worker answering queries right now; keep waiting */
+      } catch (e) {
+        // Temporal unreachable for a moment: say so once, and keep waiting.
+        const why = `status unavailable, still waiting: ${(e as Error).message}`;
+        if (why !== lastUnavailable) out.write(`${why}\n`);
+        lastUnavailable = why;
       }
-      await Promise.race([new Promise((r) => setTimeout(r, intervalMs)), resultP.catch(() => undefined)]);
+      await Promise.race([new Promise((r) => setTimeout(r, intervalMs)), ended]);
     }
     return await resultP;
   } catch (e) {

@@ -1,7 +1,8 @@
 /**
  * One record at a time, whatever file it came from: detect its shape, keep unknown fields under
  * `meta`, refuse near-misses of known fields with a suggestion, validate, normalise to an Item and
- * give it an id. File readers (./sources) only turn bytes into records and say where each one is.
+ * give it an id. The file readers (./formats/: JSON Lines, JSON, CSV/TSV, Parquet, Arrow; chosen by
+ * ./detect.ts, driven by ./read.ts) only turn bytes into records and say where each one is.
  */
 import { createHash } from 'node:crypto';
 import type { ZodType } from 'zod';

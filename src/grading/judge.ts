@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
-import { ModelCallError, type ModelClient } from '../model/client';
+import { ModelCallError } from '../errors';
+import type { ModelClient } from '../model/client';
 
 /** What the judge must return; sent to the endpoint as a JSON schema and checked on the way back. */
 export const JudgeVerdictSchema = z.strictObject({

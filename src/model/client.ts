@@ -1,29 +1,7 @@
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError } from 'openai';
 import type { ChatCompletionCreateParamsNonStreaming, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
+import { ModelCallError } from '../errors';
 import type { Endpoint } from '../schemas/config';
-
-/**
- * How a failed model call is handled:
- *  - transient: rate limits, 5xx, timeouts, broken bodies; asked again later (Retry-After honoured)
- *  - item:      the endpoint refused this one request (400/413/422); the item is reported, the run goes on
- *  - fatal:     the configuration is wrong (401/403/404); stop at once and say what to fix
- * `overload` marks the transient failures that mean "too much at once" (429, 503, timeouts): they
- * lower the concurrency instead of only being retried.
- */
-export type FailureKind = 'transient' | 'item' | 'fatal';
-
-export class ModelCallError extends Error {
-  constructor(
-    message: string,
-    readonly kind: FailureKind,
-    readonly status?: number,
-    readonly retryAfterSeconds?: number,
-    readonly overload = false,
-  ) {
-    super(message);
-    this.name = 'ModelCallError';
-  }
-}
 
 /** Retry-After as seconds (RFC 9110 allows a number of seconds or an HTTP date), or the retry-after-ms extension. */
 export function retryAfterSeconds(headers: { get(name: string): string | null } | undefined, now = Date.now()): number | undefined {
@@ -37,20 +15,17 @@ export function retryAfterSeconds(headers: { get(name: string): string | null } 
   return Number.isFinite(at) ? Math.max(0, (at - now) / 1000) : undefined;
 }
 
+/** Any failure of a call to `endpoint` as a ModelCallError, its status sorted by `ModelCallError.fromStatus`. */
 export function classifyError(err: unknown, endpoint: Pick<Endpoint, 'baseUrl' | 'name'>): ModelCallError {
   if (err instanceof ModelCallError) return err;
   if (err instanceof APIConnectionTimeoutError)
     return new ModelCallError(`${endpoint.baseUrl} did not answer in time`, 'transient', undefined, undefined, true);
   if (err instanceof APIConnectionError) return new ModelCallError(`cannot reach ${endpoint.baseUrl}: ${err.message}`, 'transient');
   if (err instanceof APIError && err.status !== undefined) {
-    const s = err.status;
-    const detail = `${endpoint.baseUrl} answered ${s}: ${err.message}`;
-    if (s === 429 || s === 408 || s === 409 || s >= 500) {
-      return new ModelCallError(detail, 'transient', s, retryAfterSeconds(err.headers as Headers | undefined), s === 429 || s === 503 || s === 408);
-    }
-    if (s === 401 || s === 403) return new ModelCallError(`${detail} (check the key named by apiKeyEnv)`, 'fatal', s);
-    if (s === 404) return new ModelCallError(`${detail} (check model.name "${endpoint.name}" and model.baseUrl)`, 'fatal', s);
-    return new ModelCallError(detail, 'item', s);
+    return ModelCallError.fromStatus(err.status, `${endpoint.baseUrl} answered ${err.status}: ${err.message}`, {
+      retryAfterSeconds: retryAfterSeconds(err.headers as Headers | undefined),
+      hints: { 401: 'check the key named by apiKeyEnv', 403: 'check the key named by apiKeyEnv', 404: `check model.name "${endpoint.name}" and model.baseUrl` },
+    });
   }
   // Truncated or garbled bodies surface as parse errors: the next try usually succeeds.
   return new ModelCallError(`call to ${endpoint.baseUrl} failed: ${(err as Error)?.message ?? String(err)}`, 'transient');
@@ -59,7 +34,7 @@ export function classifyError(err: unknown, endpoint: Pick<Endpoint, 'baseUrl' |
 /** An endpoint may quote the key it refused ("Incorrect API key provided: sk-..."): never pass it on to history or logs. */
 export function redactSecret(e: ModelCallError, secret: string | null | undefined): ModelCallError {
   if (!secret || secret.length < 4 || !e.message.includes(secret)) return e;
-  return new ModelCallError(e.message.split(secret).join('[redacted]'), e.kind, e.status, e.retryAfterSeconds, e.overload);
+  return e.redacted(secret);
 }
 
 export interface ChatOptions {
@@ -144,18 +119,17 @@ export class ModelClient {
   async loadAdapter(name: string, path: string): Promise<void> {
     const r = await this.admin('load_lora_adapter', { lora_name: name, lora_path: path }, 'load an adapter');
     if (r.ok || (r.status === 400 && /already (been )?loaded/i.test(r.text))) return;
-    const kind: FailureKind = r.status >= 500 || r.status === 429 ? 'transient' : 'fatal';
-    const hint = r.status === 404 ? ' (is runtime LoRA loading enabled? vLLM needs --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)' : '';
-    throw redactSecret(new ModelCallError(`loading adapter ${name} failed (${r.status}): ${r.text}${hint}`, kind, r.status), this.openai.apiKey);
+    const failed = ModelCallError.fromStatus(r.status, `loading adapter ${name} failed (${r.status}): ${r.text}`, {
+      admin: true,
+      hints: { 404: 'is runtime LoRA loading enabled? vLLM needs --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True' },
+    });
+    throw redactSecret(failed, this.openai.apiKey);
   }
 
   async unloadAdapter(name: string): Promise<void> {
     const r = await this.admin('unload_lora_adapter', { lora_name: name }, 'unload an adapter');
     if (r.ok || r.status === 404) return;
-    throw redactSecret(
-      new ModelCallError(`unloading adapter ${name} failed (${r.status}): ${r.text}`, r.status >= 500 ? 'transient' : 'fatal', r.status),
-      this.openai.apiKey,
-    );
+    throw redactSecret(ModelCallError.fromStatus(r.status, `unloading adapter ${name} failed (${r.status}): ${r.text}`, { admin: true }), this.openai.apiKey);
   }
 
   async listModels(signal?: AbortSignal): Promise<string[]> {

@@ -1,18 +1,11 @@
 import { join } from 'node:path';
-import { ModelCallError, ModelClient } from '../model/client';
+import { AdapterNotLoaded } from '../errors';
+import { ModelClient } from '../model/client';
 import type { ArtifactRef } from '../schemas/artifacts';
 import type { Endpoint } from '../schemas/config';
 import { getDir } from '../store/manifest';
 import type { StepEnv } from './env';
 import { apiKey } from './policy';
-
-/** The endpoint does not have the adapter (a model server that restarted loses them): stage it again. */
-export class AdapterNotLoaded extends ModelCallError {
-  constructor(name: string) {
-    super(`adapter ${name} is not loaded on the endpoint`, 'fatal', 404);
-    this.name = 'AdapterNotLoaded';
-  }
-}
 
 /** Fails with AdapterNotLoaded unless the endpoint lists `name` (nothing to check for the base model). */
 export async function requireAdapter(client: ModelClient, name: string, signal?: AbortSignal): Promise<void> {

@@ -1,31 +1,21 @@
 import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
+import { AdapterNotLoaded, ModelCallError } from '../errors';
 import { judge } from '../grading/judge';
 import { matchGrade } from '../grading/match';
-import { ModelCallError, ModelClient } from '../model/client';
-import { AdapterNotLoaded } from './adapters';
+import { classifyError, ModelClient } from '../model/client';
+import type { ArtifactRef } from '../schemas/artifacts';
 import type { Config, Level } from '../schemas/config';
 import type { Item } from '../schemas/dataset';
+import type { WorkProgress } from '../schemas/progress';
+import type { ItemGrade, SampleGrade } from '../schemas/results';
+import type { ModelUse, StepCtx } from '../schemas/run';
+import { once } from '../store/steps';
+import type { Store } from '../store/store';
+import { requireAdapter } from './adapters';
 import type { StepEnv } from './env';
 import { apiKey } from './policy';
-
-export interface SampleGrade {
-  answer: string;
-  correct: boolean;
-  score: number;
-  rationale: string;
-}
-
-/** One item answered and graded: the greedy answer, the sampled ones, and the knowledge level they give. */
-export interface ItemGrade {
-  id: string;
-  status: 'graded' | 'ungradeable';
-  greedy?: SampleGrade;
-  samples: SampleGrade[];
-  level?: Level;
-  /** The model's answer when it could not be graded (a judge that never fit its schema). */
-  answer?: string;
-  error?: string;
-}
+import { clearWorkLater, workDir } from './step';
+import { runItems } from './work';
 
 /** The same prompt is used to ask the model and to teach it, so training matches how it is asked. */
 export function questionMessages(config: Config, question: string): ChatCompletionMessageParam[] {
@@ -63,7 +53,7 @@ export function clients(env: StepEnv, config: Config): { model: ModelClient; jud
 export function answerAndGrade(config: Config, c: { model: ModelClient; judge?: ModelClient }, modelName: string, opts: { greedyOnly?: boolean } = {}) {
   const g = config.grader;
   const grade = async (item: Item, answer: string, signal: AbortSignal): Promise<SampleGrade | string> => {
-    if (g.type === 'match') return { answer, ...matchGrade(answer, item.answer, item.aliases, g.f1Threshold) };
+    if (g.type === 'match') return { answer, ...matchGrade(answer, item.answer, item.aliases, g) };
     const out = await judge(c.judge!, item, answer, { threshold: g.threshold, attempts: g.attempts, signal });
     return out.verdict ? { answer, correct: out.verdict.correct, score: out.verdict.score, rationale: out.verdict.rationale } : out.error!;
   };
@@ -103,4 +93,86 @@ export function answerAndGrade(config: Config, c: { model: ModelClient; judge?: 
       ...(errors.length ? { error: `${errors.length} sampled answer(s) not graded: ${errors[0]}` } : {}),
     };
   };
+}
+
+/** One set of items to answer and grade as one resumable step (a shard, or an evaluation pass). */
+export interface AnswerSetSpec<R> {
+  ctx: StepCtx;
+  /** The step's name and fingerprint (its record, and where its parts are flushed). */
+  step: string;
+  fp: string;
+  /** What the step record names as its inputs. */
+  inputs: Record<string, ArtifactRef>;
+  items: ArtifactRef;
+  model: ModelUse;
+  /** Shown in the heartbeat's progress ("answer-grade shard 3", "eval tuned"). */
+  phase: string;
+  window: number;
+  concurrency: number;
+  /** Evaluation asks the greedy answer only. */
+  greedyOnly?: boolean;
+  /** Live figures added to each heartbeat (answer-grade's known and unknown so far). */
+  live?: (grade: ItemGrade) => Record<string, number>;
+  /** The step's result from every item's grade and the stored grades. */
+  summarise: (grades: ItemGrade[], ref: ArtifactRef) => R;
+}
+
+/**
+ * The skeleton answering and evaluation share: once per fingerprint, the model (its adapter loaded
+ * on the endpoint) answers every item through the sliding window, each answer is graded, the grades
+ * are stored, and the step's parts are cleared once its record exists.
+ */
+export async function answerAndGradeSet<R>(env: StepEnv, store: Store, config: Config, spec: AnswerSetSpec<R>): Promise<R> {
+  const { ctx, model } = spec;
+  const dir = workDir(ctx.runId, spec.step, spec.fp);
+  const result = await once(
+    store,
+    ctx,
+    spec.step,
+    spec.fp,
+    spec.inputs,
+    async () => {
+      const list = await store.jsonlAll<Item>(spec.items);
+      const c = clients(env, config);
+      await requireAdapter(c.model, model.name, env.signal);
+      const answer = answerAndGrade(config, c, model.name, { greedyOnly: spec.greedyOnly });
+      let live: Record<string, number> = {};
+      let last: WorkProgress | undefined;
+      const grades = await runItems<Item, ItemGrade>({
+        store,
+        dir,
+        phase: spec.phase,
+        items: list,
+        id: (x) => x.id,
+        window: spec.window,
+        concurrency: spec.concurrency,
+        work: async (item, signal) => {
+          const g = await answer(item, signal);
+          if (spec.live) live = spec.live(g);
+          return g;
+        },
+        fail: (item, error) => ungradeable(item.id, error),
+        classify: (e) => classifyError(e, config.model),
+        giveUp: env.giveUp,
+        signal: env.signal,
+        previous: env.previous as WorkProgress | undefined,
+        onProgress: (p) => {
+          last = p;
+          env.progress({ ...p, ...live });
+        },
+      });
+      env.log.info('items answered and graded', {
+        phase: spec.phase,
+        items: grades.length,
+        resumed: last?.resumed ?? 0,
+        ungradeable: grades.filter((g) => g.status === 'ungradeable').length,
+        askedAgain: last?.retries ?? 0,
+      });
+      const ref = await store.putJsonl(grades);
+      return { outputs: { grades: ref }, result: spec.summarise(grades, ref) };
+    },
+    env,
+  );
+  clearWorkLater(env, store, dir);
+  return result;
 }

@@ -1,10 +1,11 @@
+import type { StepRecord } from '../schemas/artifacts';
 import type { Store } from '../store/store';
 import type { WorkerPolicy } from './policy';
 
-/** Where a step says what it is doing (Temporal's activity logger in a worker): a message and structured fields. */
+/** Structured log lines: Temporal's activity logger in a worker, anything with the same shape elsewhere. */
 export interface StepLog {
-  info(message: string, meta?: Record<string, unknown>): void;
-  warn(message: string, meta?: Record<string, unknown>): void;
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
 }
 
 /**
@@ -36,6 +37,8 @@ export interface StepEnv {
   leaseTtlMs: number;
   /** Who is running this step, for leases and logs. */
   label: string;
-  /** Log lines with structured fields (none when absent). */
-  log?: StepLog;
+  /** Where the step says what it does (its runner adds the step, the run and the attempt to every line). */
+  log: StepLog;
+  /** Called when the step's output was already in the store (this run's, or a run it reuses): nothing was redone. */
+  reused?(record: StepRecord): void;
 }

@@ -1,30 +1,17 @@
 import type { ArtifactRef } from '../schemas/artifacts';
-import { LEVELS, type Config, type Level } from '../schemas/config';
+import { LEVELS, type Config } from '../schemas/config';
 import type { Item } from '../schemas/dataset';
 import type { Baseline, FilterResult, Prepared, StepCtx } from '../schemas/run';
 import { fingerprint, once } from '../store/steps';
 import type { Store } from '../store/store';
 import { Registry } from '../registry/registry';
 import type { RetentionSet } from '../schemas/registry';
-import { questionMessages, type ItemGrade } from './answering';
+import type { Decision, DecisionRecord, ItemGrade } from '../schemas/results';
+import { questionMessages } from './answering';
 import type { StepEnv } from './env';
-import { draw, InvalidInput } from './prepare';
-import { emptyLevels, loadConfig } from './shards';
-
-export type Decision = 'kept' | 'dropped' | 'replayed' | 'ungradeable';
-
-export interface DecisionRecord {
-  id: string;
-  question: string;
-  reference: string;
-  meta?: Record<string, unknown>;
-  level?: Level;
-  /** The greedy answer first, then the sampled ones. */
-  answers: string[];
-  grades: { correct: boolean; score: number; rationale: string }[];
-  decision: Decision;
-  why: string;
-}
+import { InvalidInput } from '../errors';
+import { draw } from './prepare';
+import { emptyLevels, runConfig } from './step';
 
 /** The self-learning decision for one graded item: train on its level, replay a share of the rest. */
 export function decide(g: ItemGrade, f: Config['filter']): { decision: Decision; why: string } {
@@ -136,7 +123,7 @@ async function retentionSet(store: Store, ctx: StepCtx, config: Config, prepared
  */
 export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: FilterInput): Promise<FilterResult> {
   const store = await env.store(ctx.store);
-  const config = await loadConfig(store, ctx);
+  const config = await runConfig(store, ctx);
   const f = config.filter;
   const retention = await retentionSet(store, ctx, config, prepared, grades);
   const fp = fingerprint(
@@ -148,68 +135,76 @@ export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: 
     baseline ?? null,
   );
   const inputs = Object.fromEntries(grades.map((g, i) => [`grades-${i}`, g]));
-  return once(store, ctx, 'filter', fp, inputs, async () => {
-    const held = new Set((await store.jsonlAll<Item>(retention.items)).map((i) => i.id));
-    // A random baseline takes the `size` gradeable items with the smallest seeded draw.
-    let randomCut = Infinity;
-    if (baseline?.kind === 'random') {
-      const keys = new Smallest<number>(baseline.size);
-      for await (const { grade } of graded(store, prepared, grades)) {
-        if (grade.status === 'graded' && !held.has(grade.id)) {
-          const d = draw(baseline.seed, grade.id, 'random');
-          keys.add(d, d);
+  return once(
+    store,
+    ctx,
+    'filter',
+    fp,
+    inputs,
+    async () => {
+      const held = new Set((await store.jsonlAll<Item>(retention.items)).map((i) => i.id));
+      // A random baseline takes the `size` gradeable items with the smallest seeded draw.
+      let randomCut = Infinity;
+      if (baseline?.kind === 'random') {
+        const keys = new Smallest<number>(baseline.size);
+        for await (const { grade } of graded(store, prepared, grades)) {
+          if (grade.status === 'graded' && !held.has(grade.id)) {
+            const d = draw(baseline.seed, grade.id, 'random');
+            keys.add(d, d);
+          }
         }
+        randomCut = keys.sorted().at(-1) ?? -1;
       }
-      randomCut = keys.sorted().at(-1) ?? -1;
-    }
-    const trainSet = await store.writer();
-    // KnownPatch: replayed items go to a set of their own, which the trainer mixes in late.
-    const lateSet = f.replayWhen === 'late' ? await store.writer() : trainSet;
-    const decisions = await store.writer();
-    const counts = { kept: 0, dropped: 0, ungradeable: 0, replayed: 0 };
-    const levels = emptyLevels();
-    for await (const { item, grade } of graded(store, prepared, grades)) {
-      let { decision, why } = decide(grade, f);
-      if (grade.level) levels[grade.level]++;
-      if (baseline && (baseline.kind === 'full' || baseline.kind === 'random') && decision !== 'ungradeable') {
-        const take = baseline.kind === 'full' || draw(baseline.seed, item.id, 'random') <= randomCut;
-        decision = take ? 'kept' : 'dropped';
-        why = `${baseline.kind} baseline: ${take ? 'selected' : 'not selected'} (self-learning: ${why})`;
+      const trainSet = await store.writer();
+      // KnownPatch: replayed items go to a set of their own, which the trainer mixes in late.
+      const lateSet = f.replayWhen === 'late' ? await store.writer() : trainSet;
+      const decisions = await store.writer();
+      const counts = { kept: 0, dropped: 0, ungradeable: 0, replayed: 0 };
+      const levels = emptyLevels();
+      for await (const { item, grade } of graded(store, prepared, grades)) {
+        let { decision, why } = decide(grade, f);
+        if (grade.level) levels[grade.level]++;
+        if (baseline && (baseline.kind === 'full' || baseline.kind === 'random') && decision !== 'ungradeable') {
+          const take = baseline.kind === 'full' || draw(baseline.seed, item.id, 'random') <= randomCut;
+          decision = take ? 'kept' : 'dropped';
+          why = `${baseline.kind} baseline: ${take ? 'selected' : 'not selected'} (self-learning: ${why})`;
+        }
+        if (held.has(item.id) && decision !== 'ungradeable') {
+          decision = 'dropped';
+          why = `${why}; in the fixed retention set: asked again after tuning, never trained on`;
+        }
+        counts[decision]++;
+        if (decision === 'kept' || decision === 'replayed') {
+          // A replayed item may be taught the model's own right answer: what it already says, kept as it is.
+          const own = decision === 'replayed' && f.replayAnswer === 'model' ? grade.greedy?.answer : undefined;
+          const row = { messages: [...questionMessages(config, item.question), { role: 'assistant', content: own ?? item.answer }] };
+          await (decision === 'replayed' ? lateSet : trainSet).row(row);
+        }
+        const answers = [grade.greedy?.answer ?? grade.answer, ...grade.samples.map((s) => s.answer)].filter((a): a is string => a !== undefined);
+        const sampleGrades = [grade.greedy, ...grade.samples]
+          .filter((s) => s !== undefined)
+          .map(({ correct, score, rationale }) => ({ correct, score, rationale }));
+        await decisions.row({
+          id: item.id,
+          question: item.question,
+          reference: item.answer,
+          ...(item.meta ? { meta: item.meta } : {}),
+          ...(grade.level ? { level: grade.level } : {}),
+          answers,
+          grades: sampleGrades,
+          decision,
+          why,
+        } satisfies DecisionRecord);
       }
-      if (held.has(item.id) && decision !== 'ungradeable') {
-        decision = 'dropped';
-        why = `${why}; in the fixed retention set: asked again after tuning, never trained on`;
-      }
-      counts[decision]++;
-      if (decision === 'kept' || decision === 'replayed') {
-        // A replayed item may be taught the model's own right answer: what it already says, kept as it is.
-        const own = decision === 'replayed' && f.replayAnswer === 'model' ? grade.greedy?.answer : undefined;
-        const row = { messages: [...questionMessages(config, item.question), { role: 'assistant', content: own ?? item.answer }] };
-        await (decision === 'replayed' ? lateSet : trainSet).row(row);
-      }
-      const answers = [grade.greedy?.answer ?? grade.answer, ...grade.samples.map((s) => s.answer)].filter((a): a is string => a !== undefined);
-      const sampleGrades = [grade.greedy, ...grade.samples]
-        .filter((s) => s !== undefined)
-        .map(({ correct, score, rationale }) => ({ correct, score, rationale }));
-      await decisions.row({
-        id: item.id,
-        question: item.question,
-        reference: item.answer,
-        ...(item.meta ? { meta: item.meta } : {}),
-        ...(grade.level ? { level: grade.level } : {}),
-        answers,
-        grades: sampleGrades,
-        decision,
-        why,
-      } satisfies DecisionRecord);
-    }
-    const trainRef = await trainSet.finish(trainSet.rows);
-    const lateRef = lateSet !== trainSet ? await lateSet.finish(lateSet.rows) : undefined;
-    const decisionsRef = await decisions.finish(decisions.rows);
-    const late: { lateSet?: ArtifactRef } = lateRef?.count ? { lateSet: lateRef } : {};
-    const outputs: Record<string, ArtifactRef> = { trainSet: trainRef, decisions: decisionsRef, retention: retention.items };
-    if (late.lateSet) outputs.lateSet = late.lateSet;
-    const result: FilterResult = { trainSet: trainRef, ...late, decisions: decisionsRef, retention: retention.items, ...counts, levels };
-    return { outputs, result };
-  });
+      const trainRef = await trainSet.finish(trainSet.rows);
+      const lateRef = lateSet !== trainSet ? await lateSet.finish(lateSet.rows) : undefined;
+      const decisionsRef = await decisions.finish(decisions.rows);
+      const late: { lateSet?: ArtifactRef } = lateRef?.count ? { lateSet: lateRef } : {};
+      const outputs: Record<string, ArtifactRef> = { trainSet: trainRef, decisions: decisionsRef, retention: retention.items };
+      if (late.lateSet) outputs.lateSet = late.lateSet;
+      const result: FilterResult = { trainSet: trainRef, ...late, decisions: decisionsRef, retention: retention.items, ...counts, levels };
+      return { outputs, result };
+    },
+    env,
+  );
 }

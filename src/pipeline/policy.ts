@@ -1,4 +1,5 @@
 import { isAbsolute, relative, resolve } from 'node:path';
+import { PolicyError } from '../errors';
 import type { Config, Endpoint } from '../schemas/config';
 
 /**
@@ -18,15 +19,11 @@ export interface WorkerPolicy {
   stores: string[];
 }
 
-export class PolicyError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'PolicyError';
-  }
-}
-
-/** Never sendable, whatever the policy says: they protect the worker itself. */
-const PROTECTED_ENV = /^(SLEARN_PAYLOAD_(OLD_)?KEYS?|SLEARN_CODEC_TOKEN|AWS_.*|TEMPORAL_.*)$/;
+/**
+ * Never sendable as a key and never passed to a trainer or model server, whatever the policy says:
+ * they protect the worker itself (its payload keys, codec token, cloud credentials, Temporal settings).
+ */
+export const PROTECTED_ENV = /^(SLEARN_PAYLOAD_(OLD_)?KEYS?|SLEARN_CODEC_TOKEN|AWS_.*|TEMPORAL_.*)$/;
 
 const LOOPBACK = ['http://127.0.0.1:', 'http://localhost:', 'http://[::1]:', 'http://127.0.0.1/', 'http://localhost/'];
 

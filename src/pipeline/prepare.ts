@@ -2,26 +2,18 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { scanDataset } from '../dataset/read';
 import { loadConfig } from '../config';
-import { formatProblem, InvalidInputError } from '../problems';
+import { InvalidInput, RunIdReused } from '../errors';
 import type { ArtifactRef } from '../schemas/artifacts';
 import type { Config } from '../schemas/config';
 import type { Item } from '../schemas/dataset';
 import type { Prepared, RunInput, StepCtx } from '../schemas/run';
-import { fingerprint, once, runPrefix, RunIdReused } from '../store/steps';
+import { fingerprint, once, runPrefix } from '../store/steps';
 import type { Store } from '../store/store';
 import type { StepEnv } from './env';
 import { checkConfig, checkStore } from './policy';
 
 /** Most shards per run: their references travel in workflow state, which must stay far below 2 MiB. */
 export const MAX_SHARDS = 4096;
-
-/** Input that can never succeed: refused once, with every problem, not retried. */
-export class InvalidInput extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'InvalidInput';
-  }
-}
 
 /** A stable draw in [0, 1) per item: the held-out split and every sample stay put as the dataset grows. */
 export function draw(seed: number, id: string, salt = ''): number {
@@ -52,7 +44,7 @@ export function readConfig(env: StepEnv, input: Pick<RunInput, 'configFile' | 'o
   try {
     config = loadConfig(input.configFile, { overrides: input.overrides as Record<string, unknown>, checkKeys: false, defaultStore: input.store }).config;
   } catch (e) {
-    if (e instanceof InvalidInputError) throw new InvalidInput(`invalid config:\n${e.problems.map(formatProblem).join('\n')}`);
+    if (e instanceof InvalidInput && e.problems.length) throw new InvalidInput(e.problems, 'invalid config:');
     throw e;
   }
   checkConfig(env.policy, config, input.configFile);
@@ -78,9 +70,54 @@ async function readOrRefuse(store: Store, file: string, config: Config, onItem: 
   // Problems are reported by location and field only: item text never reaches a failure message.
   if (scan.problems.length) {
     await w.abort();
-    throw new InvalidInput(`invalid dataset:\n${scan.problems.map(formatProblem).join('\n')}`);
+    throw new InvalidInput(scan.problems, 'invalid dataset:');
   }
   return { ref: await w.finish(w.rows), notices: scan.notices };
+}
+
+type Scanned = Awaited<ReturnType<typeof readOrRefuse>>;
+
+/** One run id, one input: a reused id with other data must never pick up the old run's work. */
+async function guardRunId(store: Store, runId: string, guard: { dataSha: string; config: string }): Promise<void> {
+  if (await store.writeDoc(`${runPrefix(runId)}/input.json`, guard, { ifAbsent: true })) return;
+  const old = await store.readDoc<typeof guard>(`${runPrefix(runId)}/input.json`);
+  if (old?.dataSha !== guard.dataSha || old.config !== guard.config) {
+    throw new RunIdReused(`run id ${runId} was used before with other config or data: start the new run under another id`);
+  }
+}
+
+/**
+ * Holds out the evaluation split (unless there is an eval file) and cuts the training items into
+ * shards. Shards come in multiples of the lanes that run them, of equal size, so every lane finishes
+ * at about the same time instead of the last shards running alone at a fraction of the concurrency.
+ */
+async function holdOutAndShard(store: Store, config: Config, all: Scanned, evalScan: Scanned | undefined, draws: number[]) {
+  const threshold = evalScan ? -1 : splitThreshold(draws, config.split);
+  const trainCount = evalScan ? draws.length : draws.filter((d) => d > threshold).length;
+  const lanes = config.shardConcurrency;
+  const shardCount = Math.min(trainCount, lanes * Math.max(1, Math.round(Math.ceil(trainCount / config.shardSize) / lanes)));
+  const size = Math.max(1, Math.ceil(trainCount / Math.max(1, shardCount)));
+  const held: Item[] = [];
+  const shards: ArtifactRef[] = [];
+  let shard: Item[] = [];
+  let train = 0;
+  for await (const item of store.jsonl<Item>(all.ref)) {
+    if (!evalScan && draw(config.split.seed, item.id, 'split') <= threshold) {
+      held.push(item);
+      continue;
+    }
+    train++;
+    shard.push(item);
+    if (shard.length === size) {
+      shards.push(await store.putJsonl(shard));
+      shard = [];
+    }
+  }
+  if (shard.length) shards.push(await store.putJsonl(shard));
+  if (shards.length > MAX_SHARDS)
+    throw new InvalidInput(`${train} items in shards of ${config.shardSize} make ${shards.length} shards (at most ${MAX_SHARDS}): raise shardSize`);
+  const evalItems = evalScan ? evalScan.ref : await store.putJsonl(held);
+  return { train, evalItems, shards: shards.length, shardIndex: await store.putJsonl(shards) };
 }
 
 /**
@@ -108,60 +145,34 @@ export async function prepare(env: StepEnv, input: RunInput & { runId: string })
   const evalFile = config.eval;
   const evalScan = evalFile ? await readOrRefuse(store, evalFile, config, () => undefined) : undefined;
   const dataSha = fingerprint(all.ref.sha256, evalScan?.ref.sha256 ?? null, evalFile ? null : config.split);
-
-  // One run id, one input: a reused id with other data must never pick up the old run's work.
-  const guard = { dataSha, config: configRef.sha256 };
-  if (!(await store.writeDoc(`${runPrefix(input.runId)}/input.json`, guard, { ifAbsent: true }))) {
-    const old = await store.readDoc<typeof guard>(`${runPrefix(input.runId)}/input.json`);
-    if (old?.dataSha !== guard.dataSha || old.config !== guard.config) {
-      throw new RunIdReused(`run id ${input.runId} was used before with other config or data: start the new run under another id`);
-    }
-  }
+  await guardRunId(store, input.runId, { dataSha, config: configRef.sha256 });
 
   const fp = fingerprint('prepare', all.ref.sha256, evalScan?.ref.sha256 ?? null, evalFile ? null : config.split, config.shardSize, config.shardConcurrency);
-  const result = await once(store, ctx, 'prepare', fp, { dataset: all.ref, ...(evalScan ? { eval: evalScan.ref } : {}) }, async () => {
-    const threshold = evalScan ? -1 : splitThreshold(draws, config.split);
-    // Shards come in multiples of the lanes that run them, of equal size, so every lane finishes at
-    // about the same time instead of the last shards running alone at a fraction of the concurrency.
-    const trainCount = evalScan ? draws.length : draws.filter((d) => d > threshold).length;
-    const lanes = config.shardConcurrency;
-    const shardCount = Math.min(trainCount, lanes * Math.max(1, Math.round(Math.ceil(trainCount / config.shardSize) / lanes)));
-    const size = Math.max(1, Math.ceil(trainCount / Math.max(1, shardCount)));
-    const held: Item[] = [];
-    const shards: ArtifactRef[] = [];
-    let shard: Item[] = [];
-    let train = 0;
-    for await (const item of store.jsonl<Item>(all.ref)) {
-      if (!evalScan && draw(config.split.seed, item.id, 'split') <= threshold) {
-        held.push(item);
-        continue;
-      }
-      train++;
-      shard.push(item);
-      if (shard.length === size) {
-        shards.push(await store.putJsonl(shard));
-        shard = [];
-      }
-    }
-    if (shard.length) shards.push(await store.putJsonl(shard));
-    if (shards.length > MAX_SHARDS)
-      throw new InvalidInput(`${train} items in shards of ${config.shardSize} make ${shards.length} shards (at most ${MAX_SHARDS}): raise shardSize`);
-    const evalItems = evalScan ? evalScan.ref : await store.putJsonl(held);
-    const shardIndex = await store.putJsonl(shards);
-    const prepared: Omit<Prepared, 'ctx'> = {
-      dataset: all.ref,
-      trainItems: train,
-      evalItems,
-      shardIndex,
-      shards: shards.length,
-      evalSource: evalScan ? 'file' : 'split',
-      dataSha,
-      notices: [...all.notices, ...(evalScan?.notices ?? [])],
-      endpoint: config.model,
-      shardConcurrency: config.shardConcurrency,
-    };
-    return { outputs: { items: all.ref, eval: evalItems, shardIndex }, result: prepared };
-  });
+  const inputs = { dataset: all.ref, ...(evalScan ? { eval: evalScan.ref } : {}) };
+  const result = await once(
+    store,
+    ctx,
+    'prepare',
+    fp,
+    inputs,
+    async () => {
+      const cut = await holdOutAndShard(store, config, all, evalScan, draws);
+      const prepared: Omit<Prepared, 'ctx'> = {
+        dataset: all.ref,
+        trainItems: cut.train,
+        evalItems: cut.evalItems,
+        shardIndex: cut.shardIndex,
+        shards: cut.shards,
+        evalSource: evalScan ? 'file' : 'split',
+        dataSha,
+        notices: [...all.notices, ...(evalScan?.notices ?? [])],
+        endpoint: config.model,
+        shardConcurrency: config.shardConcurrency,
+      };
+      return { outputs: { items: all.ref, eval: cut.evalItems, shardIndex: cut.shardIndex }, result: prepared };
+    },
+    env,
+  );
   return { ...result, ctx };
 }
 

@@ -1,72 +1,12 @@
 import { pct } from '../metrics';
 import { Registry } from '../registry/registry';
 import type { Config } from '../schemas/config';
-import type { ModelVersion, RunRecord } from '../schemas/registry';
+import type { ModelVersion } from '../schemas/registry';
 import type { Baseline, EvalResult, FilterResult, ModelUse, Prepared, PromotionDecision, StepCtx, TrainResult } from '../schemas/run';
 import { fingerprint, once } from '../store/steps';
-import { adapterName } from './adapters';
+import { settingsSha } from './current';
 import type { StepEnv } from './env';
-import { loadConfig } from './shards';
-
-export interface CurrentModel {
-  current: ModelUse | null;
-  /** Set when the data and the current model are what the last run saw: nothing to learn. */
-  nothingNew?: string;
-}
-
-/**
- * What decides what a run learns: how the model is asked and graded, what is trained on and how.
- * Not where the endpoint is, its timeouts, concurrency or sharding: the demo's endpoint moves to a
- * free port on every start, and that is not a reason to train again.
- */
-export function settingsSha(config: Config): string {
-  const { samples, temperature, maxTokens, systemPrompt } = config.answer;
-  const grader = config.grader.type === 'judge' ? { ...config.grader, model: config.grader.model?.name ?? null } : config.grader;
-  return fingerprint(
-    'settings',
-    config.model.name,
-    { samples, temperature, maxTokens, systemPrompt },
-    grader,
-    config.filter,
-    config.train,
-    config.split,
-    config.eval ?? null,
-  );
-}
-
-/**
- * The model a run left in service: the version it promoted, else the one it started from. "Nothing
- * new" compares this, not the model the run started from: a run that promoted version 1 left
- * version 1, and the next run on the same data would only repeat it.
- */
-export function leftInService(r: Pick<RunRecord, 'outcome' | 'version' | 'currentVersion'>): number | null {
-  return r.outcome === 'promoted' && r.version !== undefined ? r.version : r.currentVersion;
-}
-
-/** The model in service for this config (the registry's `current`), and whether anything changed since the last run. */
-export async function resolveCurrent(env: StepEnv, { ctx, dataSha }: { ctx: StepCtx; dataSha: string }): Promise<CurrentModel> {
-  const store = await env.store(ctx.store);
-  const config = await loadConfig(store, ctx);
-  // Resolved once per run: a resumed run or a baseline sees the model the original run answered with.
-  return once(store, ctx, 'current', fingerprint('current', config.name), {}, async () => {
-    const reg = new Registry(store, config.name);
-    const v = await reg.current();
-    const current: ModelUse | null = v ? { label: 'current', name: adapterName(v.adapter), adapter: v.adapter, version: v.version } : null;
-    // Compared with the last run that did the work: a nothing-new run only repeats what it saw.
-    const last = (await reg.runs()).filter((r) => r.runId !== ctx.runId && r.outcome !== 'nothing-new').at(-1);
-    const settings = settingsSha(config);
-    const same = last && last.dataSha === dataSha && last.settingsSha === settings && leftInService(last) === (v?.version ?? null);
-    const result: CurrentModel = {
-      current,
-      ...(same
-        ? {
-            nothingNew: `nothing new since run ${last.runId}: same data (${dataSha.slice(0, 12)}), the same settings and the same current model (${v ? `version ${v.version}` : 'the base'})`,
-          }
-        : {}),
-    };
-    return { outputs: {}, result };
-  });
-}
+import { runConfig } from './step';
 
 /** The promotion gate: better than the model in service on the held-out set, and not forgetting what the model knew. */
 export function gate(p: Config['promote'], ev: EvalResult, hasCurrent: boolean): { pass: boolean; reason: string; gain: number; forgetting?: number } {
@@ -109,64 +49,72 @@ export interface PromoteInput {
 export async function promote(env: StepEnv, input: PromoteInput): Promise<PromotionDecision> {
   const { ctx, prepared, current, train, evaluation } = input;
   const store = await env.store(ctx.store);
-  const config = await loadConfig(store, ctx);
+  const config = await runConfig(store, ctx);
   const reg = new Registry(store, config.name);
   const fp = fingerprint('promote', evaluation?.results.sha256 ?? null, train?.adapter?.sha256 ?? null, config.promote, input.nothingNew ?? null);
-  return once(store, ctx, 'promote', fp, {}, async () => {
-    const at = new Date().toISOString();
-    const base = { runId: ctx.runId, at, dataSha: prepared.dataSha, settingsSha: settingsSha(config), currentVersion: current?.version ?? null };
-    let decision: PromotionDecision;
-    if (input.baseline) {
-      const what = input.baseline.kind === 'variant' ? `variant (${input.baseline.label})` : `${input.baseline.kind} baseline`;
-      decision = { promoted: false, reason: `a ${what} run: compared, never promoted` };
-    } else if (input.nothingNew) {
-      await reg.recordRun({ ...base, outcome: 'nothing-new', reason: input.nothingNew });
-      decision = { promoted: false, reason: input.nothingNew };
-    } else if (!train || train.skipped || !train.adapter || !evaluation?.tuned || !input.filter) {
-      decision = { promoted: false, reason: 'nothing to train on: the model already knew every item' };
-      await reg.recordRun({ ...base, outcome: 'no-training', reason: decision.reason });
-    } else {
-      const g = gate(config.promote, evaluation, Boolean(current));
-      const version: ModelVersion = await reg.add({
-        createdAt: at,
-        runId: ctx.runId,
-        base: train.base,
-        adapter: train.adapter,
-        ...(current?.version ? { parent: current.version } : {}),
-        dataSha: prepared.dataSha,
-        trainItems: input.filter.kept + input.filter.replayed,
-        steps: train.steps,
-        trainSeconds: train.trainSeconds,
-        runtime: { ...(train.runtime ?? {}) },
-        evaluation: {
-          items: evaluation.items,
-          base: evaluation.base,
-          ...(evaluation.current ? { current: evaluation.current } : {}),
-          tuned: evaluation.tuned,
-          ...(evaluation.retention ? { retention: evaluation.retention, retentionSet: input.filter.retention.sha256 } : {}),
+  return once(
+    store,
+    ctx,
+    'promote',
+    fp,
+    {},
+    async () => {
+      const at = new Date().toISOString();
+      const base = { runId: ctx.runId, at, dataSha: prepared.dataSha, settingsSha: settingsSha(config), currentVersion: current?.version ?? null };
+      let decision: PromotionDecision;
+      if (input.baseline) {
+        const what = input.baseline.kind === 'variant' ? `variant (${input.baseline.label})` : `${input.baseline.kind} baseline`;
+        decision = { promoted: false, reason: `a ${what} run: compared, never promoted` };
+      } else if (input.nothingNew) {
+        await reg.recordRun({ ...base, outcome: 'nothing-new', reason: input.nothingNew });
+        decision = { promoted: false, reason: input.nothingNew };
+      } else if (!train || train.skipped || !train.adapter || !evaluation?.tuned || !input.filter) {
+        decision = { promoted: false, reason: 'nothing to train on: the model already knew every item' };
+        await reg.recordRun({ ...base, outcome: 'no-training', reason: decision.reason });
+      } else {
+        const g = gate(config.promote, evaluation, Boolean(current));
+        const version: ModelVersion = await reg.add({
+          createdAt: at,
+          runId: ctx.runId,
+          base: train.base,
+          adapter: train.adapter,
+          ...(current?.version ? { parent: current.version } : {}),
+          dataSha: prepared.dataSha,
+          trainItems: input.filter.kept + input.filter.replayed,
+          steps: train.steps,
+          trainSeconds: train.trainSeconds,
+          runtime: { ...(train.runtime ?? {}) },
+          evaluation: {
+            items: evaluation.items,
+            base: evaluation.base,
+            ...(evaluation.current ? { current: evaluation.current } : {}),
+            tuned: evaluation.tuned,
+            ...(evaluation.retention ? { retention: evaluation.retention, retentionSet: input.filter.retention.sha256 } : {}),
+            gain: g.gain,
+            ...(g.forgetting !== undefined ? { forgetting: g.forgetting } : {}),
+            ...(evaluation.vsReference ? { pValue: evaluation.vsReference.pValue } : {}),
+          },
+          decision: { promoted: g.pass, reason: g.reason },
+        });
+        if (g.pass && (await reg.aliasLog()).at(-1)?.runId !== ctx.runId) await reg.setCurrent(version.version, 'gate', g.reason, ctx.runId);
+        await reg.recordRun({
+          ...base,
+          outcome: g.pass ? 'promoted' : 'refused',
+          version: version.version,
+          reason: g.reason,
+          tunedAccuracy: evaluation.tuned.accuracy,
+          ...(evaluation.retention ? { retention: evaluation.retention.accuracy } : {}),
+        });
+        decision = {
+          promoted: g.pass,
+          reason: g.reason,
+          version: version.version,
           gain: g.gain,
           ...(g.forgetting !== undefined ? { forgetting: g.forgetting } : {}),
-          ...(evaluation.vsReference ? { pValue: evaluation.vsReference.pValue } : {}),
-        },
-        decision: { promoted: g.pass, reason: g.reason },
-      });
-      if (g.pass && (await reg.aliasLog()).at(-1)?.runId !== ctx.runId) await reg.setCurrent(version.version, 'gate', g.reason, ctx.runId);
-      await reg.recordRun({
-        ...base,
-        outcome: g.pass ? 'promoted' : 'refused',
-        version: version.version,
-        reason: g.reason,
-        tunedAccuracy: evaluation.tuned.accuracy,
-        ...(evaluation.retention ? { retention: evaluation.retention.accuracy } : {}),
-      });
-      decision = {
-        promoted: g.pass,
-        reason: g.reason,
-        version: version.version,
-        gain: g.gain,
-        ...(g.forgetting !== undefined ? { forgetting: g.forgetting } : {}),
-      };
-    }
-    return { outputs: {}, result: decision };
-  });
+        };
+      }
+      return { outputs: {}, result: decision };
+    },
+    env,
+  );
 }

@@ -8,32 +8,14 @@ import type { StepCtx, TrainResult } from '../schemas/run';
 import { launchArgv, trainArgv, type TrainArgs, type TrainerEvent, type TrainRuntime } from '../schemas/trainer';
 import { trainerCommand } from '../paths';
 import { processId, stopGroup, type ProcessId } from '../proc';
-import { Lease, LeaseLost } from '../store/lease';
+import { LeaseLost, TrainerBusy, TrainerError } from '../errors';
+import { Lease } from '../store/lease';
 import { getDir, putDir } from '../store/manifest';
 import { fingerprint, once, runKey, runPrefix } from '../store/steps';
 import type { Store } from '../store/store';
 import type { StepEnv, StepLog } from './env';
-import { loadConfig } from './shards';
+import { runConfig as loadConfig } from './step';
 import { resolveProcesses, startTrainer, trainerEnv, type TrainerExit, type TrainerRun } from './trainer-process';
-
-/** The trainer said the input can never work (bad data, bad arguments, no CUDA): not retried. */
-export class TrainerError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'TrainerError';
-  }
-}
-
-/** Another attempt holds this run's training: try again after `retryAfterMs`. */
-export class TrainerBusy extends Error {
-  constructor(
-    message: string,
-    readonly retryAfterMs: number,
-  ) {
-    super(message);
-    this.name = 'TrainerBusy';
-  }
-}
 
 export interface TrainInput {
   ctx: StepCtx;

@@ -3,6 +3,8 @@ import { createWriteStream, readdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { RuntimeInfoSchema, TrainerEventSchema, type RuntimeInfo, type TrainerEvent } from '../schemas/trainer';
+import { NoGpu } from '../errors';
+import { PROTECTED_ENV as NEVER } from './policy';
 
 /** Variables a trainer may see: what Python, torch and the Hugging Face stack read, nothing of the worker's secrets. */
 const TRAINER_ENV = [
@@ -16,7 +18,6 @@ const TRAINER_ENV = [
   /^(WANDB|MLFLOW|TENSORBOARD)_/,
   /^SLEARN_(MODEL_CACHE|THREADS|NO_MALLOC_TUNING)$/,
 ];
-const NEVER = /^(SLEARN_PAYLOAD_(OLD_)?KEYS?|SLEARN_CODEC_TOKEN|AWS_.*|TEMPORAL_.*)$/;
 
 /**
  * The trainer's environment: an allowlist, plus the names (or `PREFIX*` patterns) listed in the
@@ -153,14 +154,6 @@ export async function resolveProcesses(
   let n = gpus;
   while (effectiveBatch % n) n--;
   return { processes: n, why: n === gpus ? `${gpus} GPUs` : `${gpus} GPUs, ${n} share the effective batch of ${effectiveBatch} equally` };
-}
-
-/** A training worker that must train on GPUs (SLEARN_REQUIRE_GPU=1) and cannot: the reason, from the trainer. */
-export class NoGpu extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'NoGpu';
-  }
 }
 
 /**

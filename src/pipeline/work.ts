@@ -1,10 +1,30 @@
 import { randomBytes } from 'node:crypto';
+import { StoreNotShared, type FailureKind } from '../errors';
 import { AdaptiveConcurrency } from '../model/concurrency';
-import { classifyError, ModelCallError } from '../model/client';
 import type { WorkProgress } from '../schemas/progress';
+import { numbered } from '../store/backend';
 import type { Store } from '../store/store';
 
 export type { WorkProgress };
+
+/**
+ * A failed item as the runner sees it: what to do about it (`kind`, see errors.ts), how long the
+ * other side asked to wait, and whether it means "too much at once". The caller's `classify` says;
+ * the runner knows nothing of what the work is.
+ */
+export interface ItemFailure extends Error {
+  kind: FailureKind;
+  retryAfterSeconds?: number;
+  overload?: boolean;
+}
+
+const KINDS: readonly unknown[] = ['transient', 'item', 'fatal'] satisfies FailureKind[];
+
+/** A failure that says its kind keeps it; any other is transient: asked again, given up on only on the last attempt. */
+export function asItemFailure(e: unknown): ItemFailure {
+  if (e instanceof Error && KINDS.includes((e as Partial<ItemFailure>).kind)) return e as ItemFailure;
+  return Object.assign(new Error(`the request failed: ${(e as Error)?.message ?? String(e)}`), { kind: 'transient' as const });
+}
 
 export interface RunItemsOptions<I, O> {
   store: Store;
@@ -19,6 +39,8 @@ export interface RunItemsOptions<I, O> {
   work: (item: I, signal: AbortSignal) => Promise<O>;
   /** The record of an item given up on (counted as ungradeable, never as wrong). */
   fail: (item: I, error: string) => O;
+  /** Sorts a failure of `work` (default: `asItemFailure`). */
+  classify?: (e: unknown) => ItemFailure;
   /** Last attempt of the activity: an item whose request keeps failing becomes a `fail` record. */
   giveUp: boolean;
   signal: AbortSignal;
@@ -32,17 +54,13 @@ export interface RunItemsOptions<I, O> {
   sleep?: (ms: number) => Promise<void>;
 }
 
-/** Thrown when the heartbeat of the previous attempt says more was flushed than the store holds. */
-export class StoreNotShared extends Error {}
-
+/** Every item flushed to `dir` by earlier attempts, by id (the first record of an item wins). */
 export async function readParts<O>(store: Store, dir: string, id: (o: O) => string): Promise<Map<string, O>> {
   const done = new Map<string, O>();
   for (const key of await store.listDocs(dir)) {
-    const src = await store.backend.get(key);
-    if (!src) continue;
-    const parts: Buffer[] = [];
-    for await (const c of src) parts.push(c as Buffer);
-    for (const line of Buffer.concat(parts).toString('utf8').split('\n')) {
+    const text = await store.readText(key);
+    if (text === undefined) continue;
+    for (const line of text.split('\n')) {
       if (!line) continue;
       let o: O;
       try {
@@ -65,173 +83,223 @@ export async function readParts<O>(store: Store, dir: string, id: (o: O) => stri
  * Returns the results in item order.
  */
 export async function runItems<I, O>(opts: RunItemsOptions<I, O>): Promise<O[]> {
-  const { store, dir, items, id, signal } = opts;
-  const maxTries = opts.maxTries ?? 5;
-  const flushMs = opts.flushMs ?? 2000;
-  const window = Math.max(1, opts.window);
-  const limiter = new AdaptiveConcurrency(Math.max(1, Math.min(opts.concurrency, window)));
-  const tag = randomBytes(5).toString('hex');
-
-  const done = await readParts<O>(store, dir, id);
-  const resumed = items.filter((i) => done.has(id(i))).length;
+  const done = await readParts<O>(opts.store, opts.dir, opts.id);
+  const resumed = opts.items.filter((i) => done.has(opts.id(i))).length;
   if (opts.previous && opts.previous.phase === opts.phase && opts.previous.flushed > resumed) {
     throw new StoreNotShared(
       `the previous attempt flushed ${opts.previous.flushed} items of ${opts.phase} but the store has ${resumed}: do all workers use the same artifact store?`,
     );
   }
-  const todo = items.filter((i) => !done.has(id(i)));
-  const retryQueue: { item: I; tries: number; notBefore: number; failingSince: number }[] = [];
-  // When the endpoint last answered: an item is given up on only while others are answered.
-  let lastSuccess = 0;
-  let next = 0;
-  let inflight = 0;
-  let unflushed: O[] = [];
-  let flushing: Promise<void> | undefined;
-  let flushingCount = 0;
-  let lastFlush = Date.now();
-  let failed = 0;
-  let retries = 0;
-  let seq = 0;
-  let fatal: Error | undefined;
-  let transient: ModelCallError | undefined;
-  let wake: () => void = () => undefined;
-  let changed = new Promise<void>((r) => (wake = r));
-  const poke = () => {
-    wake();
-    changed = new Promise<void>((r) => (wake = r));
-  };
-  const startedAt = Date.now();
-  const progress = (): WorkProgress => ({
-    phase: opts.phase,
-    done: done.size + unflushed.length + flushingCount,
-    flushed: done.size,
-    total: items.length,
-    resumed,
-    failed,
-    retries,
-    concurrency: limiter.limit,
-    startedAt,
-  });
+  return new SlidingWindow(opts, done, resumed).run();
+}
 
-  const flush = (): Promise<void> | undefined => {
-    if (flushing || !unflushed.length) return flushing;
-    const batch = unflushed;
-    unflushed = [];
-    flushingCount = batch.length;
-    flushing = (async () => {
+interface Retry<I> {
+  item: I;
+  tries: number;
+  notBefore: number;
+  /** When this item first failed in this attempt: it is given up on only if the endpoint answered others since. */
+  failingSince: number;
+}
+
+/** The state of one `runItems` call: what is in flight, finished but unwritten, being written, and to be asked again. */
+class SlidingWindow<I, O> {
+  private readonly maxTries: number;
+  private readonly flushMs: number;
+  private readonly window: number;
+  private readonly limiter: AdaptiveConcurrency;
+  private readonly classify: (e: unknown) => ItemFailure;
+  /** Names this attempt's parts, so two attempts never write the same key. */
+  private readonly tag = randomBytes(5).toString('hex');
+  private readonly startedAt = Date.now();
+  private readonly todo: I[];
+  private readonly retryQueue: Retry<I>[] = [];
+  private next = 0;
+  private inflight = 0;
+  private unflushed: O[] = [];
+  private flushing: Promise<void> | undefined;
+  private flushingCount = 0;
+  private lastFlush = Date.now();
+  /** When the endpoint last answered: an item is given up on only while others are answered. */
+  private lastSuccess = 0;
+  private failed = 0;
+  private retries = 0;
+  private seq = 0;
+  private fatal: Error | undefined;
+  private transient: ItemFailure | undefined;
+  private wake: () => void = () => undefined;
+  private changed = new Promise<void>((r) => (this.wake = r));
+
+  constructor(
+    private readonly opts: RunItemsOptions<I, O>,
+    private readonly done: Map<string, O>,
+    private readonly resumed: number,
+  ) {
+    this.maxTries = opts.maxTries ?? 5;
+    this.flushMs = opts.flushMs ?? 2000;
+    this.window = Math.max(1, opts.window);
+    this.limiter = new AdaptiveConcurrency(Math.max(1, Math.min(opts.concurrency, this.window)));
+    this.classify = opts.classify ?? asItemFailure;
+    this.todo = opts.items.filter((i) => !done.has(opts.id(i)));
+  }
+
+  /** Something changed (a request or a write ended, the signal fired): the loop looks again. */
+  private readonly poke = () => {
+    this.wake();
+    this.changed = new Promise<void>((r) => (this.wake = r));
+  };
+
+  async run(): Promise<O[]> {
+    const { signal } = this.opts;
+    signal.addEventListener('abort', this.poke, { once: true });
+    try {
+      await this.pump();
+      await this.drain();
+    } finally {
+      signal.removeEventListener('abort', this.poke);
+      this.opts.onProgress?.(this.progress());
+    }
+    if (this.fatal !== undefined) throw this.fatal;
+    if (this.transient) throw this.transient;
+    signal.throwIfAborted();
+    return this.opts.items.map((i) => this.done.get(this.opts.id(i))!);
+  }
+
+  private progress(): WorkProgress {
+    return {
+      phase: this.opts.phase,
+      done: this.done.size + this.unflushed.length + this.flushingCount,
+      flushed: this.done.size,
+      total: this.opts.items.length,
+      resumed: this.resumed,
+      failed: this.failed,
+      retries: this.retries,
+      concurrency: this.limiter.limit,
+      startedAt: this.startedAt,
+    };
+  }
+
+  /** Starts requests while the window and the limiter allow, flushes when due, and waits for the next change. */
+  private async pump(): Promise<void> {
+    for (;;) {
+      if (this.fatal !== undefined || this.opts.signal.aborted) return;
+      const now = Date.now();
+      const risk = this.inflight + this.unflushed.length + this.flushingCount;
+      const drained = this.next >= this.todo.length && !this.retryQueue.length && this.inflight === 0;
+      if (this.unflushed.length && (this.unflushed.length * 2 >= this.window || drained || now - this.lastFlush >= this.flushMs)) void this.flush(); // its failure lands in `fatal`
+      if (drained && !this.flushing && !this.unflushed.length) return;
+      const due = this.retryQueue.findIndex((r) => r.notBefore <= now);
+      const canStart = risk < this.window && this.inflight < this.limiter.limit && this.limiter.waitMs() === 0;
+      if (canStart && due >= 0) {
+        const [r] = this.retryQueue.splice(due, 1);
+        this.start(r.item, r.tries, r.failingSince);
+        continue;
+      }
+      if (canStart && this.next < this.todo.length) {
+        this.start(this.todo[this.next++], 0);
+        continue;
+      }
+      await this.idle(now);
+    }
+  }
+
+  /**
+   * Waits for the next change. A finished request wakes the loop; a timer is needed only for what no
+   * request will bring: a time-based flush, a retry that is not due yet, a pause after Retry-After.
+   */
+  private async idle(now: number): Promise<void> {
+    const reasons = [
+      ...(this.unflushed.length ? [this.flushMs - (now - this.lastFlush)] : []),
+      ...(this.limiter.waitMs() ? [this.limiter.waitMs()] : []),
+      ...this.retryQueue.map((r) => r.notBefore - now),
+    ];
+    if (!reasons.length && this.inflight === 0 && !this.flushing) reasons.push(this.flushMs);
+    if (!reasons.length) return this.changed;
+    const soonest = Math.max(1, Math.min(...reasons));
+    let timer: NodeJS.Timeout | undefined;
+    const wait = this.opts.sleep ? this.opts.sleep(soonest) : new Promise<void>((r) => (timer = setTimeout(r, soonest)));
+    await Promise.race([this.changed, wait]);
+    clearTimeout(timer);
+  }
+
+  /**
+   * Whatever happened, what finished is written before the attempt ends (a cancelled or superseded
+   * attempt only lets a write already under way finish: it starts none).
+   */
+  private async drain(): Promise<void> {
+    while (this.inflight > 0 || this.flushing) await this.changed;
+    if (!this.opts.signal.aborted) await this.flush();
+  }
+
+  /** Writes the finished items as one part (one write at a time); a failed write becomes the attempt's failure. */
+  private flush(): Promise<void> | undefined {
+    if (this.flushing || !this.unflushed.length) return this.flushing;
+    const batch = this.unflushed;
+    const { store, dir, id, signal } = this.opts;
+    this.unflushed = [];
+    this.flushingCount = batch.length;
+    this.flushing = (async () => {
       // A cancelled or superseded attempt writes nothing more.
       signal.throwIfAborted();
-      const body = Buffer.from(batch.map((o) => JSON.stringify(o)).join('\n') + '\n');
-      await store.backend.put(`${dir}/part-${tag}-${String(seq++).padStart(6, '0')}.jsonl`, body, { ifAbsent: true, durable: false });
-      for (const o of batch) if (!done.has(id(o))) done.set(id(o), o);
+      await store.writePart(`${dir}/part-${this.tag}-${numbered(this.seq++)}.jsonl`, batch.map((o) => JSON.stringify(o)).join('\n') + '\n');
+      for (const o of batch) if (!this.done.has(id(o))) this.done.set(id(o), o);
     })()
       .catch((e: Error) => {
-        fatal ??= e;
+        this.fatal ??= e;
       })
       .finally(() => {
-        flushing = undefined;
-        flushingCount = 0;
-        lastFlush = Date.now();
-        opts.onProgress?.(progress());
-        poke();
+        this.flushing = undefined;
+        this.flushingCount = 0;
+        this.lastFlush = Date.now();
+        this.opts.onProgress?.(this.progress());
+        this.poke();
       });
-    return flushing;
-  };
+    return this.flushing;
+  }
 
-  const start = (item: I, tries: number, failingSince?: number) => {
-    inflight++;
-    opts
-      .work(item, signal)
+  private start(item: I, tries: number, failingSince?: number): void {
+    this.inflight++;
+    this.opts
+      .work(item, this.opts.signal)
       .then(
         (o) => {
-          lastSuccess = Date.now();
-          limiter.onSuccess();
-          unflushed.push(o);
+          this.lastSuccess = Date.now();
+          this.limiter.onSuccess();
+          this.unflushed.push(o);
         },
         (e) => {
-          if (signal.aborted) return;
-          const err = classifyError(e, { baseUrl: 'the endpoint', name: '' });
-          if (err.kind === 'fatal') fatal ??= err;
-          else if (err.kind === 'item') {
-            failed++;
-            unflushed.push(opts.fail(item, err.message));
-          } else {
-            if (err.overload) limiter.onOverload((err.retryAfterSeconds ?? 0) * 1000);
-            const since = failingSince ?? Date.now();
-            if (tries + 1 < maxTries) {
-              retries++;
-              // Seen by `slearn status` at once, not only at the next write.
-              opts.onProgress?.({ ...progress(), lastError: err.message });
-              const backoff = Math.min(30_000, 500 * 2 ** tries) * (0.75 + Math.random() / 2);
-              retryQueue.push({
-                item,
-                tries: tries + 1,
-                notBefore: Date.now() + Math.max(backoff, (err.retryAfterSeconds ?? 0) * 1000),
-                failingSince: since,
-              });
-            } else if (opts.giveUp && lastSuccess > since) {
-              // The endpoint answers other items while this one keeps failing: the item is the
-              // problem. An endpoint that answers nobody fails the attempt instead, so a dead
-              // endpoint fails the run rather than turning every item ungradeable.
-              failed++;
-              unflushed.push(opts.fail(item, err.message));
-            } else transient ??= err;
-          }
+          if (!this.opts.signal.aborted) this.failedOnce(item, tries, failingSince ?? Date.now(), this.classify(e));
         },
       )
       .finally(() => {
-        inflight--;
-        poke();
+        this.inflight--;
+        this.poke();
       });
-  };
-
-  signal.addEventListener('abort', poke, { once: true });
-  try {
-    for (;;) {
-      if (fatal !== undefined || signal.aborted) break;
-      const now = Date.now();
-      const risk = inflight + unflushed.length + flushingCount;
-      const drained = next >= todo.length && !retryQueue.length && inflight === 0;
-      if (unflushed.length && (unflushed.length * 2 >= window || drained || now - lastFlush >= flushMs)) void flush(); // its failure lands in `fatal`
-      if (drained && !flushing && !unflushed.length) break;
-      const due = retryQueue.findIndex((r) => r.notBefore <= now);
-      const canStart = risk < window && inflight < limiter.limit && limiter.waitMs() === 0;
-      if (canStart && due >= 0) {
-        const [r] = retryQueue.splice(due, 1);
-        start(r.item, r.tries, r.failingSince);
-        continue;
-      }
-      if (canStart && next < todo.length) {
-        start(todo[next++], 0);
-        continue;
-      }
-      // A finished request wakes the loop; a timer is needed only for what no request will bring: a
-      // time-based flush, a retry that is not due yet, a pause after Retry-After.
-      const reasons = [
-        ...(unflushed.length ? [flushMs - (now - lastFlush)] : []),
-        ...(limiter.waitMs() ? [limiter.waitMs()] : []),
-        ...retryQueue.map((r) => r.notBefore - now),
-      ];
-      if (!reasons.length && inflight === 0 && !flushing) reasons.push(flushMs);
-      if (!reasons.length) await changed;
-      else {
-        const soonest = Math.max(1, Math.min(...reasons));
-        let timer: NodeJS.Timeout | undefined;
-        const wait = opts.sleep ? opts.sleep(soonest) : new Promise<void>((r) => (timer = setTimeout(r, soonest)));
-        await Promise.race([changed, wait]);
-        clearTimeout(timer);
-      }
-    }
-    // Whatever happened, what finished is written before the attempt ends (a cancelled or
-    // superseded attempt only lets a write already under way finish: it starts none).
-    while (inflight > 0 || flushing) await changed;
-    if (!signal.aborted) await flush();
-  } finally {
-    signal.removeEventListener('abort', poke);
-    opts.onProgress?.(progress());
   }
-  if (fatal !== undefined) throw fatal;
-  if (transient) throw transient;
-  signal.throwIfAborted();
-  return items.map((i) => done.get(id(i))!);
+
+  /** A failed request: stop (fatal), record the item (item), or ask again later, until the tries run out (transient). */
+  private failedOnce(item: I, tries: number, since: number, err: ItemFailure): void {
+    if (err.kind === 'fatal') {
+      this.fatal ??= err;
+      return;
+    }
+    if (err.kind === 'item') return this.giveUpOn(item, err);
+    if (err.overload) this.limiter.onOverload((err.retryAfterSeconds ?? 0) * 1000);
+    if (tries + 1 < this.maxTries) {
+      this.retries++;
+      // Seen by `slearn status` at once, not only at the next write.
+      this.opts.onProgress?.({ ...this.progress(), lastError: err.message });
+      const backoff = Math.min(30_000, 500 * 2 ** tries) * (0.75 + Math.random() / 2);
+      this.retryQueue.push({ item, tries: tries + 1, notBefore: Date.now() + Math.max(backoff, (err.retryAfterSeconds ?? 0) * 1000), failingSince: since });
+    } else if (this.opts.giveUp && this.lastSuccess > since) {
+      // The endpoint answers other items while this one keeps failing: the item is the problem. An
+      // endpoint that answers nobody fails the attempt instead, so a dead endpoint fails the run
+      // rather than turning every item ungradeable.
+      this.giveUpOn(item, err);
+    } else this.transient ??= err;
+  }
+
+  private giveUpOn(item: I, err: ItemFailure): void {
+    this.failed++;
+    this.unflushed.push(this.opts.fail(item, err.message));
+  }
 }

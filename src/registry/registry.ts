@@ -1,3 +1,4 @@
+import { numbered } from '../store/backend';
 import type { Store } from '../store/store';
 import { runKey } from '../store/steps';
 import {
@@ -11,7 +12,6 @@ import {
   type RunRecord,
 } from '../schemas/registry';
 
-const pad = (n: number) => String(n).padStart(6, '0');
 const num = (key: string) => Number(/(\d+)\.json$/.exec(key)?.[1] ?? NaN);
 
 /**
@@ -36,7 +36,7 @@ export class Registry {
   }
 
   async version(v: number): Promise<ModelVersion | undefined> {
-    const raw = await this.store.readDoc(`${this.prefix}/versions/${pad(v)}.json`);
+    const raw = await this.store.readDoc(`${this.prefix}/versions/${numbered(v)}.json`);
     return raw === undefined ? undefined : ModelVersionSchema.parse(raw);
   }
 
@@ -53,7 +53,7 @@ export class Registry {
       const keys = await this.store.listDocs(`${this.prefix}/versions`);
       const next = (keys.length ? Math.max(...keys.map(num)) : 0) + 1;
       const full = ModelVersionSchema.parse({ ...v, name: this.name, version: next });
-      if (await this.store.writeDoc(`${this.prefix}/versions/${pad(next)}.json`, full, { ifAbsent: true })) return full;
+      if (await this.store.writeDoc(`${this.prefix}/versions/${numbered(next)}.json`, full, { ifAbsent: true })) return full;
     }
   }
 
@@ -82,7 +82,7 @@ export class Registry {
         reason,
         ...(runId ? { runId } : {}),
       };
-      if (await this.store.writeDoc(`${this.prefix}/aliases/current/${pad(ev.seq)}.json`, ev, { ifAbsent: true })) return ev;
+      if (await this.store.writeDoc(`${this.prefix}/aliases/current/${numbered(ev.seq)}.json`, ev, { ifAbsent: true })) return ev;
     }
   }
 

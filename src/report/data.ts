@@ -1,5 +1,4 @@
-import type { DecisionRecord } from '../pipeline/filter';
-import type { EvalItemResult } from '../pipeline/evaluate';
+import type { DecisionRecord, EvalItemResult } from '../schemas/results';
 import type { EvalResult, ModelUse, RunResult } from '../schemas/run';
 
 /** Everything a run's report shows. Built by the report step from the run's results in the store. */

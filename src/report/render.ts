@@ -1,6 +1,5 @@
 import { pct } from '../metrics';
-import type { Delta, EvalItemResult } from '../pipeline/evaluate';
-import type { DecisionRecord } from '../pipeline/filter';
+import type { DecisionRecord, Delta, EvalItemResult } from '../schemas/results';
 import type { Accuracy, LevelCounts } from '../schemas/run';
 import { barChart, COLORS, groupedBars, lossChart, stackedBars, type Bar } from './charts';
 import type { ReportData } from './data';

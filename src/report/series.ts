@@ -1,7 +1,6 @@
 import type { Level } from '../schemas/config';
 import type { ModelUse } from '../schemas/run';
-import type { DecisionRecord, Decision } from '../pipeline/filter';
-import type { EvalItemResult } from '../pipeline/evaluate';
+import type { Decision, DecisionRecord, EvalItemResult } from '../schemas/results';
 import { LEVEL_ORDER } from './format';
 
 export type Point = { step: number; loss: number };

@@ -7,6 +7,7 @@ export const TASK_QUEUE = 'slearn';
 export const TRAIN_TASK_QUEUE = 'slearn-train';
 export const MODEL_TASK_QUEUE = 'slearn-model';
 export const ALL_QUEUES = [TASK_QUEUE, TRAIN_TASK_QUEUE, MODEL_TASK_QUEUE] as const;
+export type TaskQueue = (typeof ALL_QUEUES)[number];
 
 /** A baseline run trains on another selection of the same answered items (SLearnLLM vs full / random). */
 /**

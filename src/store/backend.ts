@@ -41,3 +41,6 @@ export function checkKey(key: string, prefix = false): string {
   if (!parts.length || !parts.every((p) => SEGMENT.test(p))) throw new Error(`not a valid store key: ${JSON.stringify(key)}`);
   return key;
 }
+
+/** A number in a store key, zero-padded so that keys list in number order (parts, versions, generations). */
+export const numbered = (n: number, digits = 6): string => String(n).padStart(digits, '0');

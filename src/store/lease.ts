@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { LeaseLost } from '../errors';
 import { isAlive, processId, sameHost, thisHost, type HostId, type ProcessId } from '../proc';
+import { numbered } from './backend';
 import type { Store } from './store';
 
 /** What a lease document says: who holds it, until when, and which process it guards. */
@@ -13,20 +15,13 @@ export interface LeaseBody extends HostId {
   released?: boolean;
 }
 
-export class LeaseLost extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'LeaseLost';
-  }
-}
-
 export interface Busy {
   busy: string;
   retryAfterMs: number;
 }
 
 const GEN_DIGITS = 10;
-const genKey = (prefix: string, gen: number) => `${prefix}/${String(gen).padStart(GEN_DIGITS, '0')}.json`;
+const genKey = (prefix: string, gen: number) => `${prefix}/${numbered(gen, GEN_DIGITS)}.json`;
 
 /**
  * One holder at a time for `prefix` (e.g. the training of one run), across processes and hosts

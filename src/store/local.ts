@@ -56,9 +56,12 @@ export class LocalBackend implements StoreBackend {
     const tmp = tempName(dirname(dest), 'put');
     const fh = await open(tmp, 'w');
     try {
-      await writeAll(fh, body, this.write);
-      if (durable) await fh.sync();
-      await fh.close();
+      try {
+        await writeAll(fh, body, this.write);
+        if (durable) await fh.sync();
+      } finally {
+        await fh.close();
+      }
       if (opts.ifAbsent) {
         // link() fails when the name exists: an atomic create-if-absent on any POSIX filesystem.
         try {
@@ -71,7 +74,6 @@ export class LocalBackend implements StoreBackend {
       if (durable) await fsyncDir(dirname(dest));
       return true;
     } finally {
-      await fh.close().catch(() => undefined);
       await rm(tmp, { force: true });
     }
   }

@@ -22,8 +22,12 @@ export async function readManifest(store: Store, ref: ArtifactRef): Promise<Mani
 /** True when `dir` holds every file of the manifest at its size (a copy that needs no download). */
 export async function hasDir(dir: string, m: Manifest): Promise<boolean> {
   for (const f of m.files) {
-    const s = await stat(join(dir, f.name)).catch(() => undefined);
-    if (!s || s.size !== f.ref.bytes) return false;
+    // A file that is missing or cannot be read is not a usable copy: the manifest is fetched again.
+    const size = await stat(join(dir, f.name)).then(
+      (s) => s.size,
+      () => -1,
+    );
+    if (size !== f.ref.bytes) return false;
   }
   return true;
 }

@@ -15,7 +15,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { checkKey, type StoreBackend } from './backend';
-import type { S3Location } from './open';
+import type { S3Location } from './location';
 
 /** Above this size a blob goes up in parts (and becomes visible only when the last part is in). */
 const MULTIPART_BYTES = 64 << 20;

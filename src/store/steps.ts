@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { RunIdReused } from '../errors';
 import { StepRecordSchema, type ArtifactRef, type StepRecord } from '../schemas/artifacts';
 import type { Store } from './store';
 
@@ -21,14 +22,6 @@ export function fingerprint(...parts: unknown[]): string {
 
 export const runPrefix = (runId: string) => `runs/${runKey(runId)}`;
 const stepKey = (runId: string, step: string) => `${runPrefix(runId)}/steps/${step}.json`;
-
-/** Thrown when a run id is reused for different input: old partial work must never mix into a new run. */
-export class RunIdReused extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'RunIdReused';
-  }
-}
 
 export async function readStep(store: Store, runId: string, step: string): Promise<StepRecord | undefined> {
   const raw = await store.readDoc(stepKey(runId, step));
@@ -83,8 +76,9 @@ export async function listSteps(store: Store, runId: string): Promise<StepRecord
 }
 
 /**
- * Idempotency in one place: a step whose record exists for the same input returns it untouched;
- * otherwise it runs and its record is written last, so a crash before that simply runs it again.
+ * Idempotency in one place: a step whose record exists for the same input returns it untouched
+ * (and tells `hooks.reused`); otherwise it runs and its record is written last, so a crash before
+ * that simply runs it again.
  */
 export async function once<R>(
   store: Store,
@@ -93,9 +87,13 @@ export async function once<R>(
   fp: string,
   inputs: Record<string, ArtifactRef>,
   run: () => Promise<{ outputs: Record<string, ArtifactRef>; result: R }>,
+  hooks: { reused?(record: StepRecord): void } = {},
 ): Promise<R> {
   const done = await findStep(store, ctx.runId, step, fp, ctx.reuseFrom);
-  if (done) return done.result as R;
+  if (done) {
+    hooks.reused?.(done);
+    return done.result as R;
+  }
   const { outputs, result } = await run();
   const rec = await putStep(store, { runId: ctx.runId, step, fingerprint: fp, inputs, outputs, result, finishedAt: new Date().toISOString() });
   return rec.result as R;

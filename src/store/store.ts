@@ -5,6 +5,8 @@ import { createInterface } from 'node:readline';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createWriteStream } from 'node:fs';
+import { CorruptArtifactError } from '../errors';
+import { jsonText, readAll } from '../streams';
 import type { ArtifactRef } from '../schemas/artifacts';
 import type { StoreBackend } from './backend';
 import { defaultWrite, fsyncDir, tempName, writeAll, type WriteChunk } from './files';
@@ -14,14 +16,6 @@ const SHA = /^[0-9a-f]{64}$/;
 export function objectKey(sha256: string): string {
   if (!SHA.test(sha256)) throw new Error(`not a sha256: ${sha256}`);
   return `objects/${sha256.slice(0, 2)}/${sha256}`;
-}
-
-/** Raised when stored bytes do not match their reference: never retried into success silently. */
-export class CorruptArtifactError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'CorruptArtifactError';
-  }
 }
 
 /** Checks size and sha256 of what flows through; fails the stream at its end when they differ. */
@@ -102,7 +96,7 @@ export class Store {
   }
 
   putJson(value: unknown): Promise<ArtifactRef> {
-    return this.putBytes(JSON.stringify(value, null, 2) + '\n');
+    return this.putBytes(jsonText(value));
   }
 
   /** JSON Lines from any (async) iterable, streamed: a million rows never sit in memory at once. */
@@ -131,9 +125,7 @@ export class Store {
   }
 
   async bytes(ref: ArtifactRef): Promise<Buffer> {
-    const parts: Buffer[] = [];
-    for await (const c of await this.open(ref)) parts.push(c as Buffer);
-    return Buffer.concat(parts);
+    return readAll(await this.open(ref));
   }
 
   async text(ref: ArtifactRef): Promise<string> {
@@ -172,16 +164,32 @@ export class Store {
   // Named documents: small JSON objects at readable keys.
 
   async readDoc<T>(key: string): Promise<T | undefined> {
+    const text = await this.readText(key);
+    return text === undefined ? undefined : (JSON.parse(text) as T);
+  }
+
+  /** A named document's text as it is (a part that may have been cut short), or undefined when there is none. */
+  async readText(key: string): Promise<string | undefined> {
     const src = await this.backend.get(key);
-    if (!src) return undefined;
-    const parts: Buffer[] = [];
-    for await (const c of src) parts.push(c as Buffer);
-    return JSON.parse(Buffer.concat(parts).toString('utf8')) as T;
+    return src ? (await readAll(src)).toString('utf8') : undefined;
   }
 
   /** Writes a document; with `ifAbsent`, returns false when one is already there (nothing written). */
   writeDoc(key: string, value: unknown, opts: { ifAbsent?: boolean } = {}): Promise<boolean> {
-    return this.backend.put(key, Buffer.from(JSON.stringify(value, null, 2) + '\n'), opts);
+    return this.backend.put(key, Buffer.from(jsonText(value)), opts);
+  }
+
+  /**
+   * Writes a part of work in progress once under a new key, without fsync: a power cut may lose it
+   * (its items are asked again), a killed worker never does.
+   */
+  async writePart(key: string, text: string): Promise<void> {
+    await this.backend.put(key, Buffer.from(text), { ifAbsent: true, durable: false });
+  }
+
+  /** Throws with what to fix when the store cannot be reached or written. */
+  probe(): Promise<void> {
+    return this.backend.probe();
   }
 
   deleteDoc(key: string): Promise<void> {
@@ -243,8 +251,12 @@ export class BlobWriter {
     return this.store.publishSpool(this.tmp, this.hash.digest('hex'), this.bytes, count ?? (this.rows ? this.rows : undefined));
   }
 
+  /** Gives the spool file up (closing an already closed file is a no-op); an I/O error closing it is reported like any other. */
   async abort(): Promise<void> {
-    await this.fh.close().catch(() => undefined);
-    await rm(this.tmp, { force: true });
+    try {
+      await this.fh.close();
+    } finally {
+      await rm(this.tmp, { force: true });
+    }
   }
 }

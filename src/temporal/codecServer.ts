@@ -1,6 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { Payload } from '@temporalio/common';
+import { readAll, TooLarge } from '../streams';
 import type { EncryptionCodec } from './codec';
 
 interface JsonPayload {
@@ -21,17 +22,6 @@ function sameToken(given: string | undefined, token: string): boolean {
   const a = Buffer.from(given ?? '');
   const b = Buffer.from(`Bearer ${token}`);
   return a.length === b.length && timingSafeEqual(a, b);
-}
-
-async function body(req: IncomingMessage, limit: number): Promise<string> {
-  const parts: Buffer[] = [];
-  let n = 0;
-  for await (const c of req) {
-    n += (c as Buffer).length;
-    if (n > limit) throw Object.assign(new Error('request too large'), { status: 413 });
-    parts.push(c as Buffer);
-  }
-  return Buffer.concat(parts).toString('utf8');
 }
 
 /**
@@ -58,13 +48,13 @@ export function codecServer(codec: EncryptionCodec, opts: { origins: string[]; t
       if (origin && !opts.origins.includes(origin)) return send(403, { error: `origin ${origin} is not allowed` });
       if (req.method !== 'POST' || !['/decode', '/encode'].includes(req.url ?? '')) return send(404, { error: 'POST /decode or /encode' });
       if (!sameToken(req.headers.authorization, opts.token)) return send(401, { error: 'a valid bearer token is required' });
-      const parsed = JSON.parse(await body(req, opts.maxBytes ?? 8 << 20)) as { payloads?: JsonPayload[] };
+      const parsed = JSON.parse((await readAll(req as AsyncIterable<Buffer>, opts.maxBytes ?? 8 << 20)).toString('utf8')) as { payloads?: JsonPayload[] };
       if (!Array.isArray(parsed.payloads)) return send(400, { error: 'body must be {"payloads": [...]}' });
       const payloads = parsed.payloads.map(toPayload);
       const out = req.url === '/decode' ? await codec.decode(payloads) : await codec.encode(payloads);
       send(200, { payloads: out.map(toJson) });
     } catch (e) {
-      send((e as { status?: number }).status ?? 400, { error: (e as Error).message });
+      send(e instanceof TooLarge ? 413 : 400, { error: e instanceof TooLarge ? 'request too large' : (e as Error).message });
     }
   });
 }

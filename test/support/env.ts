@@ -18,6 +18,8 @@ export function stepEnv(over: Partial<StepEnv> & { progressLog?: unknown[] } = {
     adapterDir: tempDir('slearn-adapters-'),
     leaseTtlMs: 10_000,
     label: 'test',
+    // Steps called directly speak only when something is wrong, as the in-process workers of the tests do.
+    log: { info: () => undefined, warn: (message, fields) => console.warn(message, fields ?? {}) },
     ...rest,
   };
 }

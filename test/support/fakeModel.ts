@@ -4,7 +4,7 @@
  * The fake "knows" a fixed set of QA items: the base model answers an item correctly iff
  * `stableHash(question) % 100 < knownPercent`, otherwise "I am not sure.". LoRA adapters loaded
  * through vLLM's `POST /v1/load_lora_adapter` read `<lora_path>/slearn-fake-adapter.json` (written
- * by test/support/fake-trainer.js) and answer every question they were trained on.
+ * by test/support/fakeTrainer.js) and answer every question they were trained on.
  *
  * Chat requests with `response_format` json_schema / json_object (or whose last user message has
  * both a `Reference answer:` and a `Candidate answer:` line) are judge requests: the reply is a

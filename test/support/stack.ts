@@ -8,7 +8,7 @@ import { runWorkers, type WorkerOptions } from '../../src/worker';
 import { startDevServer, type DevServer, type DevServerOptions } from '../../src/temporal/devServer';
 
 export const ROOT = resolve(__dirname, '..', '..');
-export const FAKE_TRAINER = ['node', join(ROOT, 'test', 'support', 'fake-trainer.js')];
+export const FAKE_TRAINER = ['node', join(ROOT, 'test', 'support', 'fakeTrainer.js')];
 
 export function tempDir(prefix = 'slearn-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));

@@ -1,5 +1,5 @@
 // The deterministic fake endpoint as a process of its own (as a real endpoint would be), for
-// benchmarks: `tsx test/support/fake-model-main.ts ITEMS.jsonl LATENCY_MS` prints its base URL.
+// benchmarks: `tsx test/support/fakeModelMain.ts ITEMS.jsonl LATENCY_MS` prints its base URL.
 import { readFileSync } from 'node:fs';
 import { startFakeModel } from './fakeModel';
 

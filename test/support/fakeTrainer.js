@@ -3,7 +3,7 @@
  * A stand-in for `python -m slearn_trainer train` that implements the trainer contract
  * (DESIGN.md, "Trainer contract") with no dependencies, for orchestration and fault tests.
  *
- *   node test/support/fake-trainer.js train --base MODEL --data TRAIN.jsonl --out DIR
+ *   node test/support/fakeTrainer.js train --base MODEL --data TRAIN.jsonl --out DIR
  *        [--epochs N] [--lr X] [--lora-r R] [--lora-alpha A] [--save-steps S] [--seed K]
  *
  * - total_steps = max(1, ceil(examples / 4) * epochs); each step sleeps FAKE_TRAINER_STEP_MS (30).
@@ -89,7 +89,7 @@ process.stdout.on('error', (err) => {
 });
 
 function parseArgs(argv) {
-  if (argv[0] !== 'train') return { error: `usage: fake-trainer.js train --data TRAIN.jsonl --out DIR [...]; got command ${JSON.stringify(argv[0] || '')}` };
+  if (argv[0] !== 'train') return { error: `usage: fakeTrainer.js train --data TRAIN.jsonl --out DIR [...]; got command ${JSON.stringify(argv[0] || '')}` };
   const flags = {};
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i];

@@ -1,7 +1,8 @@
 // A worker process for the lease test: runs the train step (as an activity would), retrying on
 // TrainerBusy as Temporal would, and prints {adapter, busy} as its last line.
 import { readFileSync } from 'node:fs';
-import { train, TrainerBusy } from '../../src/pipeline/train';
+import { TrainerBusy } from '../../src/errors';
+import { train } from '../../src/pipeline/train';
 import { stepEnv } from './env';
 
 async function main() {
