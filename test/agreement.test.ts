@@ -1,4 +1,6 @@
 import { agreement, confusion, describeAgreement, disagreements, kappaWords } from '../src/metrics';
+import { JudgeTally } from '../src/pipeline/agreement';
+import type { ItemGrade } from '../src/schemas/results';
 
 describe("judge against rule grader: Cohen's κ and the 2×2 table", () => {
   const pairs = (bothCorrect: number, onlyA: number, onlyB: number, bothWrong: number): [boolean, boolean][] => [
@@ -113,3 +115,43 @@ describe('examples of each kind of disagreement', () => {
     expect(pick(rows.map((r) => ({ ...r, judge: r.rule })))).toEqual({ onlyA: [], onlyB: [] });
   });
 });
+
+describe('a judged run measures its judge (JudgeTally, as the filter step uses it)', () => {
+  const item = (i: number) => ({ id: `q${i}`, question: `question ${i}`, answer: `reference ${i}` });
+  const grade = (i: number, judge: boolean, rule: boolean | undefined): ItemGrade => ({
+    id: `q${i}`,
+    status: 'graded',
+    greedy: { answer: `answer ${i}`, correct: judge, score: judge ? 1 : 0, rationale: `because ${i}`, ...(rule !== undefined ? { rule } : {}) },
+    samples: [],
+  });
+
+  it('tallies the greedy verdicts, keeps a few disagreements of each kind, and says κ in words', () => {
+    const t = new JudgeTally(0, 2);
+    // 6 both right, 5 right for the judge only, 1 right for the rule only, 8 both wrong.
+    const verdicts: [boolean, boolean][] = [...pairsOf(6, 5, 1, 8)];
+    verdicts.forEach(([j, r], i) => t.add(item(i), grade(i, j, r)));
+    t.add(item(99), { id: 'q99', status: 'ungradeable', samples: [], error: 'off schema' });
+    const a = t.result()!;
+    expect(a.table).toEqual({ bothCorrect: 6, onlyA: 5, onlyB: 1, bothWrong: 8 });
+    expect(a.items).toBe(20);
+    expect(a.kappa).toBeCloseTo(agreement(a.table).kappa!, 12);
+    expect(a.words).toBe(describeAgreement(agreement(a.table)));
+    expect(a.examples.judgeOnly).toHaveLength(2);
+    expect(a.examples.ruleOnly).toHaveLength(1);
+    expect(a.examples.judgeOnly.every((x) => x.judge && x.answer.startsWith('answer') && x.rationale.startsWith('because'))).toBe(true);
+    expect(a.examples.ruleOnly[0]).toMatchObject({ id: 'q11', judge: false, reference: 'reference 11' });
+  });
+
+  it('has nothing to say for a run graded by the rule grader alone', () => {
+    const t = new JudgeTally(0);
+    t.add(item(1), grade(1, true, undefined));
+    expect(t.result()).toBeUndefined();
+  });
+});
+
+function* pairsOf(bothCorrect: number, onlyA: number, onlyB: number, bothWrong: number): Generator<[boolean, boolean]> {
+  for (let i = 0; i < bothCorrect; i++) yield [true, true];
+  for (let i = 0; i < onlyA; i++) yield [true, false];
+  for (let i = 0; i < onlyB; i++) yield [false, true];
+  for (let i = 0; i < bothWrong; i++) yield [false, false];
+}

@@ -57,6 +57,9 @@ describe('faults', () => {
       // The audit shows every step completed: the faults were absorbed by retries inside the steps,
       // and no step failed for good.
       const a = await audit(server.client, 'faulty');
+      // The judge measured against the rule grader on the same greedy answers, in the result and the audit.
+      expect(r.filter!.agreement!.items).toBe(40);
+      expect(a.result?.filter?.agreement).toEqual(r.filter!.agreement);
       const acts = a.runs.flatMap((x) => x.activities);
       const shards = (a.lineage.find((s) => s.step === 'prepare')!.result as { shards: number }).shards;
       expect(acts.filter((x) => x.activity === 'answerGradeShard').map((x) => x.input)).toEqual(Array.from({ length: shards }, (_, i) => `shard ${i}`));

@@ -239,6 +239,66 @@ describe('run report', () => {
   });
 });
 
+describe('a judged run', () => {
+  // The sample run as if graded by a judge: one greedy answer the rule grader refused, one it accepted that the judge refused.
+  const decisions: DecisionRecord[] = sample.decisions.map((r, i) => ({
+    ...r,
+    grades: r.grades.map((g, k) => (k === 0 ? { ...g, rule: i === 0 ? !g.correct : i === 1 ? !g.correct : g.correct } : g)),
+  }));
+  const first = decisions[0];
+  const agreementOf = {
+    items: 20,
+    table: { bothCorrect: 6, onlyA: 5, onlyB: 1, bothWrong: 8 },
+    observed: 0.7,
+    expected: 0.5,
+    kappa: 0.4,
+    low: 0.05,
+    high: 0.75,
+    words:
+      "the judge agrees with the rule grader on 70.0% of 20 items, κ 0.40 (95% CI 0.05 to 0.75, fair); 5 correct only for the judge, 1 only for the rule grader. Agreement this low means the judge's accuracy is not to be trusted on its own: read it beside the rule grader's.",
+    examples: {
+      judgeOnly: [
+        {
+          id: first.id,
+          question: 'Which gas do legumes fix?',
+          reference: 'nitrogen',
+          answer: 'they fix a gas | from air',
+          judge: true,
+          rationale: 'close enough',
+        },
+      ],
+      ruleOnly: [],
+    },
+  };
+  const judged: ReportData = { ...sample, decisions, filter: { ...sample.filter!, agreement: agreementOf } };
+
+  it('says how far the judge agrees with the rule grader, with the 2×2 table and the disagreements', () => {
+    const md = renderMarkdown(judged);
+    expect(md).toContain('### The judge against the rule grader');
+    expect(md).toContain('κ 0.40 (95% CI 0.05 to 0.75, fair)');
+    expect(md).toContain('not to be trusted on its own');
+    expect(md).toContain('| judge: right | 6 | 5 |');
+    expect(md).toContain('| judge: wrong | 1 | 8 |');
+    expect(md).toContain('#### Right for the judge only');
+    expect(md).toContain('they fix a gas \\| from air');
+    expect(renderMarkdown(sample)).not.toContain('judge against the rule grader');
+  });
+
+  it('lets the reader filter the training decisions by disagreement', () => {
+    const html = renderHtml(judged);
+    expect(html).toContain('κ 0.40');
+    const disagree = decisions.filter((r) => r.grades[0] && r.grades[0].rule !== undefined && r.grades[0].rule !== r.grades[0].correct);
+    const judgeOnly = disagree.filter((r) => r.grades[0].correct).length;
+    const ruleOnly = disagree.length - judgeOnly;
+    expect(disagree).toHaveLength(2);
+    const rows = (value: string) => (html.match(new RegExp(`<tr [^>]*data-graders="${value}"`, 'g')) ?? []).length;
+    expect([rows('judge only'), rows('rule only')]).toEqual([judgeOnly, ruleOnly]);
+    expect(rows('agree')).toBe(decisions.filter((r) => r.grades[0]?.rule !== undefined).length - 2);
+    expect(html).toContain('data-facet="graders" data-value="agree"');
+    expect(renderHtml(sample)).not.toContain('data-facet="graders"');
+  });
+});
+
 describe('history page', () => {
   const { markdown, html } = renderHistory(history.name, history.versions, history.aliases, history.runs);
 

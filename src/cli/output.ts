@@ -89,6 +89,8 @@ export function summaryTable(r: RunResult, reportPath?: string, width = outputWi
   if (r.filter) {
     t.push(['dropped (already known)', String(r.filter.dropped)], ['trained on', String(r.filter.kept)]);
     if (r.filter.replayed) t.push(['replayed known', String(r.filter.replayed)]);
+    const a = r.filter.agreement;
+    if (a) t.push(['judge vs rule grader', a.words]);
   }
   t.push(['ungradeable', String(r.counts.ungradeable)]);
   if (r.train) {

@@ -55,7 +55,10 @@ export function answerAndGrade(config: Config, c: { model: ModelClient; judge?: 
   const grade = async (item: Item, answer: string, signal: AbortSignal): Promise<SampleGrade | string> => {
     if (g.type === 'match') return { answer, ...matchGrade(answer, item.answer, item.aliases, g) };
     const out = await judge(c.judge!, item, answer, { threshold: g.threshold, attempts: g.attempts, signal });
-    return out.verdict ? { answer, correct: out.verdict.correct, score: out.verdict.score, rationale: out.verdict.rationale } : out.error!;
+    if (!out.verdict) return out.error!;
+    // The rule grader's verdict beside the judge's: the run measures its judge on its own items (κ, disagreements).
+    const rule = matchGrade(answer, item.answer, item.aliases).correct;
+    return { answer, correct: out.verdict.correct, score: out.verdict.score, rationale: out.verdict.rationale, rule };
   };
   const sampling = !opts.greedyOnly && config.answer.temperature > 0;
   return async (item: Item, signal: AbortSignal): Promise<ItemGrade> => {

@@ -12,6 +12,7 @@ import type { StepEnv } from './env';
 import { InvalidInput } from '../errors';
 import { draw } from './prepare';
 import { emptyLevels, runConfig } from './step';
+import { JudgeTally } from './agreement';
 
 /** The self-learning decision for one graded item: train on its level, replay a share of the rest. */
 export function decide(g: ItemGrade, f: Config['filter']): { decision: Decision; why: string } {
@@ -161,7 +162,9 @@ export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: 
       const decisions = await store.writer();
       const counts = { kept: 0, dropped: 0, ungradeable: 0, replayed: 0 };
       const levels = emptyLevels();
+      const judged = new JudgeTally(f.seed);
       for await (const { item, grade } of graded(store, prepared, grades)) {
+        judged.add(item, grade);
         let { decision, why } = decide(grade, f);
         if (grade.level) levels[grade.level]++;
         if (baseline && (baseline.kind === 'full' || baseline.kind === 'random') && decision !== 'ungradeable') {
@@ -183,7 +186,7 @@ export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: 
         const answers = [grade.greedy?.answer ?? grade.answer, ...grade.samples.map((s) => s.answer)].filter((a): a is string => a !== undefined);
         const sampleGrades = [grade.greedy, ...grade.samples]
           .filter((s) => s !== undefined)
-          .map(({ correct, score, rationale }) => ({ correct, score, rationale }));
+          .map(({ correct, score, rationale, rule }) => ({ correct, score, rationale, ...(rule !== undefined ? { rule } : {}) }));
         await decisions.row({
           id: item.id,
           question: item.question,
@@ -202,7 +205,16 @@ export async function filter(env: StepEnv, { ctx, prepared, grades, baseline }: 
       const late: { lateSet?: ArtifactRef } = lateRef?.count ? { lateSet: lateRef } : {};
       const outputs: Record<string, ArtifactRef> = { trainSet: trainRef, decisions: decisionsRef, retention: retention.items };
       if (late.lateSet) outputs.lateSet = late.lateSet;
-      const result: FilterResult = { trainSet: trainRef, ...late, decisions: decisionsRef, retention: retention.items, ...counts, levels };
+      const agreement = judged.result();
+      const result: FilterResult = {
+        trainSet: trainRef,
+        ...late,
+        decisions: decisionsRef,
+        retention: retention.items,
+        ...counts,
+        levels,
+        ...(agreement ? { agreement } : {}),
+      };
       return { outputs, result };
     },
     env,

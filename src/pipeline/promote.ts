@@ -2,13 +2,17 @@ import { pct } from '../metrics';
 import { Registry } from '../registry/registry';
 import type { Config } from '../schemas/config';
 import type { ModelVersion } from '../schemas/registry';
-import type { Baseline, EvalResult, FilterResult, ModelUse, Prepared, PromotionDecision, StepCtx, TrainResult } from '../schemas/run';
+import type { Baseline, EvalResult, FilterResult, JudgeAgreement, ModelUse, Prepared, PromotionDecision, StepCtx, TrainResult } from '../schemas/run';
 import { fingerprint, once } from '../store/steps';
 import { settingsSha } from './current';
 import type { StepEnv } from './env';
 import { runConfig } from './step';
 
 /** The promotion gate: better than the model in service on the held-out set, and not forgetting what the model knew. */
+
+/** What the registry keeps of a run's judge agreement: the figure and its words, not the examples. */
+const judgeAgreementOf = ({ items, kappa, low, high, words }: JudgeAgreement) => ({ items, kappa, low, high, words });
+
 export function gate(p: Config['promote'], ev: EvalResult, hasCurrent: boolean): { pass: boolean; reason: string; gain: number; forgetting?: number } {
   const reference = hasCurrent && ev.current ? ev.current : ev.base;
   const refName = hasCurrent ? 'current' : 'base';
@@ -93,6 +97,7 @@ export async function promote(env: StepEnv, input: PromoteInput): Promise<Promot
             gain: g.gain,
             ...(g.forgetting !== undefined ? { forgetting: g.forgetting } : {}),
             ...(evaluation.vsReference ? { pValue: evaluation.vsReference.pValue } : {}),
+            ...(input.filter.agreement ? { judgeAgreement: judgeAgreementOf(input.filter.agreement) } : {}),
           },
           decision: { promoted: g.pass, reason: g.reason },
         });

@@ -69,6 +69,7 @@ export function renderMarkdown(d: ReportData): string {
     }
     const trained = say.trainedOnLine(d);
     if (trained) out.push('', trained);
+    out.push(...judgeSection(d));
   }
 
   const training = say.trainingLine(d);
@@ -95,6 +96,33 @@ export function renderMarkdown(d: ReportData): string {
   if (!d.filter && !e && !training) out.push('', 'Nothing was answered, trained or evaluated in this run.');
   if (d.notices.length) out.push('', '## Notices', '', ...d.notices.map((n) => `- ${n}`));
   return `${out.join('\n')}\n`;
+}
+
+/** The judge against the rule grader: the 2×2 table and a few disagreements of each kind. */
+function judgeSection(d: ReportData): string[] {
+  const a = d.filter?.agreement;
+  if (!a) return [];
+  const t = a.table;
+  const out = [
+    '',
+    '### The judge against the rule grader',
+    '',
+    say.judgeLine(d)!,
+    '',
+    '| | rule grader: right | rule grader: wrong |',
+    '|---|---:|---:|',
+    `| judge: right | ${t.bothCorrect} | ${t.onlyA} |`,
+    `| judge: wrong | ${t.onlyB} | ${t.bothWrong} |`,
+  ];
+  for (const [list, title] of [
+    [a.examples.judgeOnly, 'Right for the judge only'],
+    [a.examples.ruleOnly, 'Right for the rule grader only'],
+  ] as const) {
+    if (!list.length) continue;
+    out.push('', `#### ${title}`, '', '| question | reference | answer | judge said |', '|---|---|---|---|');
+    for (const x of list) out.push(`| ${mdCell(x.question)} | ${mdCell(x.reference, 60)} | ${mdCell(x.answer, 80)} | ${mdCell(x.rationale, 80)} |`);
+  }
+  return out;
 }
 
 /** A few fixed and broken items: what tuning changed, where a reader can check it. */
@@ -130,6 +158,7 @@ export function renderHtml(d: ReportData): string {
   const summary = [
     d.counts.items ? say.answeredLine(d) : undefined,
     say.trainedOnLine(d),
+    say.judgeLine(d),
     say.trainingLine(d),
     say.gainLine(d),
     say.pairedLine(d),
@@ -338,8 +367,16 @@ function decisionsSection(d: ReportData): string {
   const levelKey = (r: DecisionRecord) => r.level ?? 'ungraded';
   const decisions = tally(d.decisions.map((r) => r.decision));
   const levels = tally(d.decisions.map(levelKey));
+  // A judged run: the judge's verdict on the greedy answer against the rule grader's, to filter on.
+  const judged = d.decisions.some((r) => r.grades[0]?.rule !== undefined);
+  const graders = (r: DecisionRecord) => {
+    const g = r.grades[0];
+    if (g?.rule === undefined) return 'not graded';
+    return g.correct === g.rule ? 'agree' : g.correct ? 'judge only' : 'rule only';
+  };
+  const agreeing = tally(d.decisions.map(graders));
   const rows: FilterRow[] = d.decisions.map((r) => ({
-    facets: { decision: r.decision, level: levelKey(r) },
+    facets: { decision: r.decision, level: levelKey(r), ...(judged ? { graders: graders(r) } : {}) },
     cells: [
       questionCell(r.id, r.question, r.meta),
       esc(r.reference),
@@ -367,6 +404,21 @@ function decisionsSection(d: ReportData): string {
           .filter((k) => levels.get(k))
           .map((k) => ({ value: k, label: k === 'ungraded' ? 'not graded' : LEVEL_NAMES[k], count: levels.get(k)! })),
       },
+      ...(judged
+        ? [
+            {
+              name: 'graders',
+              label: 'judge vs rule grader',
+              options: (['agree', 'judge only', 'rule only', 'not graded'] as const)
+                .filter((k) => agreeing.get(k))
+                .map((k) => ({
+                  value: k,
+                  label: k === 'judge only' ? 'right for the judge only' : k === 'rule only' ? 'right for the rule only' : k,
+                  count: agreeing.get(k)!,
+                })),
+            },
+          ]
+        : []),
     ],
     cols: [
       { head: 'question', cls: 'q' },

@@ -73,6 +73,14 @@ export function trainedOnLine(d: ReportData): string | undefined {
   return s;
 }
 
+/** With `grader: judge`: how far the judge agrees with the rule grader on the same answers, in words. */
+export function judgeLine(d: ReportData): string | undefined {
+  const a = d.filter?.agreement;
+  if (!a) return undefined;
+  const s = a.words.replace(/^./, (c) => c.toUpperCase());
+  return `Grading: ${s}${/[.!?]$/.test(s) ? '' : '.'} (greedy answers of the items answered; the rule grader matches the reference and its aliases.)`;
+}
+
 export function device(d: ReportData): string | undefined {
   const r = d.train?.runtime;
   if (!r) return undefined;

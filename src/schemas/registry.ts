@@ -29,6 +29,10 @@ export const ModelVersionSchema = z.object({
     gain: z.number(),
     forgetting: z.number().optional(),
     pValue: z.number().optional(),
+    /** With `grader: judge`: the judge against the rule grader on the run's answers (κ null when undefined). */
+    judgeAgreement: z
+      .object({ items: z.number().int(), kappa: z.number().nullable(), low: z.number().nullable(), high: z.number().nullable(), words: z.string() })
+      .optional(),
   }),
   decision: z.object({ promoted: z.boolean(), reason: z.string() }),
 });

@@ -11,6 +11,8 @@ export interface SampleGrade {
   correct: boolean;
   score: number;
   rationale: string;
+  /** With `grader: judge`: the rule grader's verdict on the same answer (aliases included), to measure the judge against. */
+  rule?: boolean;
 }
 
 /** One item answered and graded: the greedy answer, the sampled ones, and the knowledge level they give. */
@@ -36,7 +38,7 @@ export interface DecisionRecord {
   level?: Level;
   /** The greedy answer first, then the sampled ones. */
   answers: string[];
-  grades: { correct: boolean; score: number; rationale: string }[];
+  grades: { correct: boolean; score: number; rationale: string; rule?: boolean }[];
   decision: Decision;
   why: string;
 }

@@ -90,6 +90,35 @@ export interface ShardResult {
   levels: LevelCounts;
 }
 
+/** One item the judge and the rule grader disagreed on (its greedy answer). */
+export interface Disagreement {
+  id: string;
+  question: string;
+  reference: string;
+  answer: string;
+  /** The judge's verdict (the rule grader's is the opposite) and its rationale. */
+  judge: boolean;
+  rationale: string;
+}
+
+/**
+ * How far the run's judge agrees with the rule grader on the same greedy answers (grader: judge
+ * only): the 2×2 table (A the judge, B the rule grader), Cohen's κ with its 95% interval, the
+ * sentence to print beside it, and a few examples of each kind of disagreement.
+ */
+export interface JudgeAgreement {
+  items: number;
+  table: { bothCorrect: number; onlyA: number; onlyB: number; bothWrong: number };
+  observed: number;
+  expected: number;
+  kappa: number | null;
+  low: number | null;
+  high: number | null;
+  /** describeAgreement's sentence: the figure in words, and a warning when κ is low. */
+  words: string;
+  examples: { judgeOnly: Disagreement[]; ruleOnly: Disagreement[] };
+}
+
 export interface FilterResult {
   trainSet: ArtifactRef;
   /** Replayed items trained on in the second half of training only (`filter.replayWhen: late`). */
@@ -102,6 +131,8 @@ export interface FilterResult {
   ungradeable: number;
   replayed: number;
   levels: LevelCounts;
+  /** With `grader: judge`: the judge against the rule grader on the items answered. */
+  agreement?: JudgeAgreement;
 }
 
 export interface TrainResult {
