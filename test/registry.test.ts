@@ -141,6 +141,9 @@ describe('scheduled runs, the model registry and the promotion gate', () => {
       [1, true, null],
       [2, false, 1],
     ]);
+    // Both versions were measured on the config's one fixed retention set, though the data grew between them.
+    expect(list.versions[0].evaluation.retentionSet).toMatch(/^[0-9a-f]{64}$/);
+    expect(list.versions[1].evaluation.retentionSet).toBe(list.versions[0].evaluation.retentionSet);
     const history = await json<{ runs: { runId: string; outcome: string }[] }>('models', 'history', 'nightly-adapt', '--artifacts', store);
     expect(history.runs.map((r) => [r.runId, r.outcome])).toEqual([
       [one.id, 'promoted'],

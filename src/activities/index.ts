@@ -1,4 +1,4 @@
-import { Context, log } from '@temporalio/activity';
+import { Context } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { setMaxListeners } from 'node:events';
 import { SlearnError } from '../errors';
@@ -48,11 +48,15 @@ export function toFailure(e: unknown): unknown {
   return ApplicationFailure.create({ message: err?.message ?? String(e), type: err?.name ?? 'Error' });
 }
 
-/** Temporal's activity logger with the step's own fields on every line. */
-function stepLog(fields: Record<string, unknown>): StepLog {
+/**
+ * The attempt's own activity logger with the step's fields on every line. Taken from the context
+ * once, not through the module-level `log`, which needs the activity's async context: callbacks such
+ * as a cancellation listener run outside it.
+ */
+function stepLog(logger: Context['log'], fields: Record<string, unknown>): StepLog {
   return {
-    info: (message, more) => log.info(message, { ...fields, ...more }),
-    warn: (message, more) => log.warn(message, { ...fields, ...more }),
+    info: (message, more) => logger.info(message, { ...fields, ...more }),
+    warn: (message, more) => logger.warn(message, { ...fields, ...more }),
   };
 }
 
@@ -72,7 +76,7 @@ async function asActivity<I, R>(deps: WorkerDeps, step: (env: StepEnv, input: I)
   const timeoutMs = info.heartbeatTimeoutMs;
   const ticker = timeoutMs ? setInterval(() => ctx.heartbeat(latest), Math.max(200, Math.min(5000, timeoutMs / 4))) : undefined;
   const fields = { step: info.activityType, run: info.workflowExecution?.workflowId ?? 'run', attempt: info.attempt };
-  const stepLogger = stepLog(fields);
+  const stepLogger = stepLog(ctx.log, fields);
   let reused: string | undefined;
   const env: StepEnv = {
     store: (url) => deps.openStore(url),
