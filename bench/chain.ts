@@ -4,7 +4,7 @@
 // learning rate with a little replay. Every run-2 arm reuses the same answers, starts from the same
 // version 1, and is evaluated on the same held-out items and the config's fixed retention set (drawn
 // by run 1). Prints a markdown table.
-//   npx tsx bench/chain.ts bench/sciq/chain.method.yaml
+//   npx tsx bench/chain.ts bench/agriculture/chain.method.yaml
 // The experiment file:
 //   config: slearn.yaml
 //   firstShare: 0.5                 # share of the dataset run 1 sees (seeded by item id)
@@ -38,7 +38,7 @@ const mins = (s: number) => `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 const acc = (a?: { accuracy: number; correct: number; total: number }) => (a ? `${pct(a.accuracy)} (${a.correct}/${a.total})` : '–');
 
 async function main() {
-  const file = resolve(process.argv[2] ?? 'bench/sciq/chain.method.yaml');
+  const file = resolve(process.argv[2] ?? 'bench/agriculture/chain.method.yaml');
   const exp = ExperimentSchema.parse(parse(readFileSync(file, 'utf8')));
   const configFile = resolve(dirname(file), exp.config);
   installLogger('WARN');

@@ -5,6 +5,12 @@
 const { spawn } = require('node:child_process');
 const { readFileSync, mkdirSync } = require('node:fs');
 
+// The two lanes put several torch processes (trainers, model servers, pytest) on the same cores.
+// OpenMP's waiting threads spin by default and then starve each other: three SmolLM2 trainings at
+// once on 2 cores took 600 s, 94 s with passive waiting (one alone: 44 s, 77 s passive). Every
+// process the suite starts inherits this (the trainer's environment lets OMP_* through).
+process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+
 const dir = '.slearn/test-results';
 mkdirSync(dir, { recursive: true });
 const junit = `${dir}/pytest.xml`;

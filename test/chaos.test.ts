@@ -142,7 +142,8 @@ describe('chaos: ten SIGKILLs across all stages of a 2,000-item run', () => {
         if ((await progress())?.stage !== 'train') break;
         await killAndRestart();
       }
-      // 9–10: evaluating (base, tuned and retention passes, side by side, after answering's N).
+      // 9–10: evaluating (base, tuned and retention passes, side by side, after answering's N), once training is over.
+      await waitFor(async () => !['prepare', 'answer-grade', 'filter', 'train'].includes((await progress())?.stage ?? 'train'), 480_000, 'the end of training');
       const evalStart = Math.max(fake.stats.chat, N);
       for (const extra of [150, 450]) {
         await waitFor(() => fake.stats.chat >= evalStart + extra, 240_000, `evaluation requests past ${evalStart + extra}`);
@@ -188,6 +189,12 @@ describe('chaos: ten SIGKILLs across all stages of a 2,000-item run', () => {
 
       // Never two trainers on one output directory.
       expect(mostTrainers).toBeLessThanOrEqual(1);
+    } catch (e) {
+      // What a failure needs to be understood: where the kills fell, the stage, and the last worker's own words.
+      console.error(
+        `chaos failed at stage ${last?.stage ?? '?'} after ${fake.stats.chat} requests; kills: ${JSON.stringify(kills)}\nlast worker's output:\n${w.output.join('').split('\n').slice(-60).join('\n')}`,
+      );
+      throw e;
     } finally {
       over = true;
       clearInterval(sampler);
