@@ -22,6 +22,7 @@ import { loadConfig, mergePatch } from '../src/config';
 import { readDataset } from '../src/dataset/read';
 import { startEmbeddedStack } from '../src/demo';
 import { pct } from '../src/metrics';
+import { duration } from '../src/report/format';
 import { STATE_DIR } from '../src/paths';
 import { draw } from '../src/pipeline/prepare';
 import type { Baseline, RunResult } from '../src/schemas/run';
@@ -34,7 +35,6 @@ const ExperimentSchema = z.strictObject({
   arms: z.array(z.strictObject({ label: z.string(), overrides: z.record(z.string(), z.unknown()).default({}) })).min(1),
 });
 
-const mins = (s: number) => `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 const acc = (a?: { accuracy: number; correct: number; total: number }) => (a ? `${pct(a.accuracy)} (${a.correct}/${a.total})` : '–');
 
 async function main() {
@@ -98,17 +98,17 @@ async function main() {
           r.label.replace(/^run 2: /, ''),
           String((r.result.filter?.kept ?? 0) + (r.result.filter?.replayed ?? 0)),
           String(r.result.train?.steps ?? 0),
-          r.result.train ? mins(r.result.train.trainSeconds) : '–',
+          r.result.train ? duration(r.result.train.trainSeconds) : '–',
           acc(ev.base),
           acc(ev.current),
           acc(ev.tuned),
           vs ? `${vs.fixed} / ${vs.broken}, p = ${vs.pValue.toPrecision(2)}` : '–',
           acc(ev.retention),
-          mins(r.wallSeconds),
+          duration(r.wallSeconds),
         ].join(' | ')} |`,
       );
     }
-    lines.push('', `Whole experiment: ${mins((Date.now() - t0) / 1000)} (\`npx tsx bench/chain.ts ${process.argv[2] ?? ''}\`); runs in ${out}.`);
+    lines.push('', `Whole experiment: ${duration((Date.now() - t0) / 1000)} (\`npx tsx bench/chain.ts ${process.argv[2] ?? ''}\`); runs in ${out}.`);
     const text = lines.join('\n');
     writeFileSync(join(out, 'table.md'), text + '\n');
     console.log(`\n${text}`);

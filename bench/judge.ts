@@ -27,6 +27,7 @@ import { readDataset } from '../src/dataset/read';
 import { judge, type JudgeOrder } from '../src/grading/judge';
 import { matchGrade, tokens, type MatchOptions } from '../src/grading/match';
 import { agreement, confusion, describeAgreement, disagreements, mcnemar, pct, type Agreement } from '../src/metrics';
+import { duration } from '../src/report/format';
 import { ModelClient } from '../src/model/client';
 import { STATE_DIR } from '../src/paths';
 import { questionMessages } from '../src/pipeline/answering';
@@ -78,7 +79,6 @@ const verdictOf = (r: Row, j: string): Verdict | undefined => {
   const v = r.judges[j];
   return v && 'correct' in v ? v : undefined;
 };
-const mins = (s: number) => `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 const kappaCell = (a: Agreement) => (a.kappa === null ? 'undefined' : `${a.kappa.toFixed(2)} (${a.low!.toFixed(2)} to ${a.high!.toFixed(2)})`);
 
 /** The seeded subset: the `n` items whose hash of (seed, id) is smallest, stable as the set grows. */
@@ -194,7 +194,7 @@ async function main() {
         ),
       );
       answerSeconds = (Date.now() - t) / 1000;
-      console.error(`answered ${rows.length} questions in ${mins(answerSeconds)}`);
+      console.error(`answered ${rows.length} questions in ${duration(answerSeconds)}`);
       save(rows);
     }
 
@@ -225,7 +225,7 @@ async function main() {
             if (++done % 5 === 0 || done === rows.length) {
               const per = (Date.now() - t) / 1000 / done;
               console.error(
-                `  ${key}: ${done}/${rows.length} verdicts, ${per.toFixed(1)} s each, about ${mins(per * (rows.length - done))} left for this judge`,
+                `  ${key}: ${done}/${rows.length} verdicts, ${per.toFixed(1)} s each, about ${duration(per * (rows.length - done))} left for this judge`,
               );
             }
           }),
@@ -405,10 +405,10 @@ async function main() {
     }
 
     const ungradeable = present.map((k) => `${k} ${rows.filter((r) => !verdictOf(r, k)).length}`).join(', ');
-    const timings = Object.entries(judgeSeconds).map(([k, sec]) => `${k} ${mins(sec)} (${(sec / rows.length).toFixed(1)} s a verdict)`);
-    if (probes.length) timings.push(`controlled answers ${mins(probeSeconds)} (${(probeSeconds / probes.length).toFixed(1)} s a verdict)`);
+    const timings = Object.entries(judgeSeconds).map(([k, sec]) => `${k} ${duration(sec)} (${(sec / rows.length).toFixed(1)} s a verdict)`);
+    if (probes.length) timings.push(`controlled answers ${duration(probeSeconds)} (${(probeSeconds / probes.length).toFixed(1)} s a verdict)`);
     lines.push(
-      `Ungradeable (no verdict that fits the schema, or an endpoint error): ${ungradeable}. ${args.answers ? `Answers from ${args.answers}` : `Answering ${mins(answerSeconds)}`}; judging ${timings.join(', ') || 'none'} at concurrency ${CONCURRENCY}; whole run ${mins((Date.now() - t0) / 1000)}.`,
+      `Ungradeable (no verdict that fits the schema, or an endpoint error): ${ungradeable}. ${args.answers ? `Answers from ${args.answers}` : `Answering ${duration(answerSeconds)}`}; judging ${timings.join(', ') || 'none'} at concurrency ${CONCURRENCY}; whole run ${duration((Date.now() - t0) / 1000)}.`,
       `Command: \`npx tsx bench/judge.ts ${process.argv.slice(2).join(' ')}\`; items in ${out}/items.jsonl.`,
     );
     const text = lines.join('\n');

@@ -23,6 +23,7 @@ import { watchRun } from '../src/cli/watch';
 import { startEmbeddedStack } from '../src/demo';
 import { mergePatch } from '../src/config';
 import { mcnemar, pct } from '../src/metrics';
+import { duration } from '../src/report/format';
 import { STATE_DIR } from '../src/paths';
 import type { DecisionRecord, ItemGrade } from '../src/schemas/results';
 import type { Baseline, RunResult } from '../src/schemas/run';
@@ -51,8 +52,6 @@ interface Row {
   random?: Row;
 }
 
-const mins = (s: number) => `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
-
 async function versus(a: RunResult, b: RunResult): Promise<{ fixed: number; broken: number; p: number } | undefined> {
   const ca = await tunedCorrect(a);
   const cb = await tunedCorrect(b);
@@ -75,13 +74,13 @@ function line(label: string, r: RunResult, wall: number, vsRandom: string, vsBas
     label,
     String((r.filter?.kept ?? 0) + (r.filter?.replayed ?? 0)),
     String(r.train?.steps ?? 0),
-    r.train ? mins(r.train.trainSeconds) : '–',
+    r.train ? duration(r.train.trainSeconds) : '–',
     t ? `${pct(t.accuracy)} (${pct(t.low)}–${pct(t.high)}), ${t.correct}/${t.total}` : '–',
     vsRandom,
     vsBase,
     ret ? `${pct(ret.accuracy)} (${ret.correct}/${ret.total})` : '–',
     byLevel,
-    mins(wall),
+    duration(wall),
   ].join(' | ');
 }
 
@@ -184,7 +183,7 @@ async function main() {
       const row = await run(arm.label, arm.overrides, { kind: 'variant', label: arm.label }, first.result.runId);
       await withRandom(row, arm.random, arm.overrides, first.result.runId);
     }
-    const text = await table(exp.label, rows, `${mins((Date.now() - t0) / 1000)} (\`npx tsx bench/method.ts ${process.argv[2] ?? ''}\`); runs in ${out}`);
+    const text = await table(exp.label, rows, `${duration((Date.now() - t0) / 1000)} (\`npx tsx bench/method.ts ${process.argv[2] ?? ''}\`); runs in ${out}`);
     writeFileSync(join(out, 'table.md'), text + '\n');
     console.log(`\n${text}`);
   } finally {

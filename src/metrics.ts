@@ -64,15 +64,18 @@ export interface Agreement {
   high: number | null;
 }
 
+/** Counts one pair of verdicts into `t` (for a table kept while items stream past). */
+export function countPair(t: AgreementTable, a: boolean, b: boolean): void {
+  if (a && b) t.bothCorrect++;
+  else if (a) t.onlyA++;
+  else if (b) t.onlyB++;
+  else t.bothWrong++;
+}
+
 /** The 2×2 table of paired verdicts `[a, b]`. */
 export function confusion(pairs: Iterable<readonly [boolean, boolean]>): AgreementTable {
   const t: AgreementTable = { bothCorrect: 0, onlyA: 0, onlyB: 0, bothWrong: 0 };
-  for (const [a, b] of pairs) {
-    if (a && b) t.bothCorrect++;
-    else if (a) t.onlyA++;
-    else if (b) t.onlyB++;
-    else t.bothWrong++;
-  }
+  for (const [a, b] of pairs) countPair(t, a, b);
   return t;
 }
 

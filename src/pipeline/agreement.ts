@@ -1,4 +1,4 @@
-import { agreement, describeAgreement, disagreements, type AgreementTable } from '../metrics';
+import { agreement, countPair, describeAgreement, disagreements, type AgreementTable } from '../metrics';
 import type { Item } from '../schemas/dataset';
 import type { ItemGrade } from '../schemas/results';
 import type { Disagreement, JudgeAgreement } from '../schemas/run';
@@ -23,10 +23,7 @@ export class JudgeTally {
     const g = grade.greedy;
     if (grade.status !== 'graded' || g?.rule === undefined) return;
     const [judge, rule] = [g.correct, g.rule];
-    if (judge && rule) this.table.bothCorrect++;
-    else if (judge) this.table.onlyA++;
-    else if (rule) this.table.onlyB++;
-    else this.table.bothWrong++;
+    countPair(this.table, judge, rule);
     if (judge === rule) return;
     const d: Disagreement = {
       id: item.id,
