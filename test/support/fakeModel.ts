@@ -237,7 +237,11 @@ export async function startFakeModel(opts: FakeModelOptions): Promise<FakeModel>
     const used = faultsPerKey.get(key) ?? 0;
     if (used >= cap) return undefined;
     faultsPerKey.set(key, used + 1);
-    const kind = eligible[Math.min(eligible.length - 1, Math.floor(r2 * eligible.length))];
+    // Half a judge request's faults are the judge's own (off-schema verdicts): judge requests are few,
+    // and drawn uniformly among seven kinds a run could see none (the draw follows request order).
+    const judgeFault = isJudge && eligible.includes('judge_bad_schema');
+    const u = judgeFault ? Math.max(0, r2 - 0.5) * 2 : r2;
+    const kind = judgeFault && r2 < 0.5 ? 'judge_bad_schema' : eligible[Math.min(eligible.length - 1, Math.floor(u * eligible.length))];
     stats.faultsInjected[kind] = (stats.faultsInjected[kind] ?? 0) + 1;
     return kind;
   }
