@@ -67,7 +67,7 @@ async function versus(a: RunResult, b: RunResult): Promise<{ fixed: number; brok
   return { fixed, broken, p: mcnemar(fixed, broken) };
 }
 
-function line(label: string, r: RunResult, wall: number, vsRandom: string, vsBase: string, byLevel: string): string {
+function line(label: string, r: RunResult, wall: number, vsRandom: string, vsBase: string, byLevel: string, score: string): string {
   const t = r.evaluation?.tuned;
   const ret = r.evaluation?.retention;
   return [
@@ -76,6 +76,7 @@ function line(label: string, r: RunResult, wall: number, vsRandom: string, vsBas
     String(r.train?.steps ?? 0),
     r.train ? duration(r.train.trainSeconds) : '–',
     t ? `${pct(t.accuracy)} (${pct(t.low)}–${pct(t.high)}), ${t.correct}/${t.total}` : '–',
+    score,
     vsRandom,
     vsBase,
     ret ? `${pct(ret.accuracy)} (${ret.correct}/${ret.total})` : '–',
@@ -100,6 +101,23 @@ async function retentionByLevel(r: RunResult, levelOf: Map<string, string>): Pro
   return [...by.entries()].map(([l, b]) => `${l} ${b.right}/${b.total}`).join(', ');
 }
 
+/**
+ * Mean greedy score of a model on the held-out items (token F1 for the match grader). Where accuracy
+ * sits at the floor (a small model on a domain it does not know), partial credit still moves.
+ */
+async function meanScore(r: RunResult, model: 'base' | 'tuned'): Promise<string> {
+  const pass = r.evaluation?.passes.find((p) => p.set === 'eval' && p.model.label === model);
+  if (!pass) return '–';
+  const store = await openStore(r.store);
+  let sum = 0;
+  let n = 0;
+  for await (const g of store.jsonl<ItemGrade>(pass.grades)) {
+    n++;
+    if (g.status === 'graded') sum += g.greedy?.score ?? 0;
+  }
+  return n ? (sum / n).toFixed(3) : '–';
+}
+
 const paired = (p?: { fixed: number; broken: number; pValue?: number; p?: number }) =>
   p ? `${p.fixed} / ${p.broken}, p = ${(p.pValue ?? p.p ?? 1).toPrecision(2)}` : '–';
 
@@ -119,19 +137,19 @@ async function table(label: string, rows: Row[], whole: string): Promise<string>
     `${label}: ${first.counts.items} items answered (levels: ${levels}); ${ev.items} held-out items, base ${pct(ev.base.accuracy)} ` +
       `(${ev.base.correct}/${ev.base.total}); fixed retention set of ${ev.retention?.total ?? 0} items`,
     '',
-    '| selection | trained items | steps | train time | held-out accuracy (95% CI) | vs random of the same size: fixed / broken, McNemar p | vs base: fixed / broken, p | retention (fixed set) | retention by level | wall |',
-    '|---|---:|---:|---:|---|---|---|---:|---|---:|',
-    `| base (no tuning) | 0 | 0 | – | ${pct(ev.base.accuracy)} (${pct(ev.base.low)}–${pct(ev.base.high)}), ${ev.base.correct}/${ev.base.total} | – | – | 100% by definition | – | – |`,
+    '| selection | trained items | steps | train time | held-out accuracy (95% CI) | held-out mean score | vs random of the same size: fixed / broken, McNemar p | vs base: fixed / broken, p | retention (fixed set) | retention by level | wall |',
+    '|---|---:|---:|---:|---|---:|---|---|---:|---|---:|',
+    `| base (no tuning) | 0 | 0 | – | ${pct(ev.base.accuracy)} (${pct(ev.base.low)}–${pct(ev.base.high)}), ${ev.base.correct}/${ev.base.total} | ${await meanScore(first, 'base')} | – | – | 100% by definition | – | – |`,
   ];
   for (const row of rows) {
     const vr = row.random ? await versus(row.result, row.random.result) : undefined;
     lines.push(
-      `| ${line(row.label, row.result, row.wallSeconds, paired(vr), paired(row.result.evaluation?.vsReference), await retentionByLevel(row.result, levelOf))} |`,
+      `| ${line(row.label, row.result, row.wallSeconds, paired(vr), paired(row.result.evaluation?.vsReference), await retentionByLevel(row.result, levelOf), await meanScore(row.result, 'tuned'))} |`,
     );
     if (row.random) {
       const r = row.random;
       lines.push(
-        `| ${line(`↳ ${r.label}`, r.result, r.wallSeconds, '', paired(r.result.evaluation?.vsReference), await retentionByLevel(r.result, levelOf))} |`,
+        `| ${line(`↳ ${r.label}`, r.result, r.wallSeconds, '', paired(r.result.evaluation?.vsReference), await retentionByLevel(r.result, levelOf), await meanScore(r.result, 'tuned'))} |`,
       );
     }
   }
