@@ -18,11 +18,11 @@ import { dirname, join, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { z } from 'zod';
 import { startRun } from '../src/client';
-import { tunedCorrect } from '../src/cli/compare';
+import { pairedTuned, tunedCorrect } from '../src/cli/compare';
 import { watchRun } from '../src/cli/watch';
 import { startEmbeddedStack } from '../src/demo';
 import { mergePatch } from '../src/config';
-import { mcnemar, pct } from '../src/metrics';
+import { pct } from '../src/metrics';
 import { duration } from '../src/report/format';
 import { STATE_DIR } from '../src/paths';
 import type { DecisionRecord, ItemGrade } from '../src/schemas/results';
@@ -52,19 +52,10 @@ interface Row {
   random?: Row;
 }
 
-async function versus(a: RunResult, b: RunResult): Promise<{ fixed: number; broken: number; p: number } | undefined> {
+async function versus(a: RunResult, b: RunResult): Promise<{ fixed: number; broken: number; pValue: number } | undefined> {
   const ca = await tunedCorrect(a);
   const cb = await tunedCorrect(b);
-  if (!ca || !cb) return undefined;
-  let fixed = 0;
-  let broken = 0;
-  for (const [id, ok] of ca) {
-    const other = cb.get(id);
-    if (other === undefined) continue;
-    if (ok && !other) fixed++;
-    if (!ok && other) broken++;
-  }
-  return { fixed, broken, p: mcnemar(fixed, broken) };
+  return ca && cb ? pairedTuned(ca, cb) : undefined;
 }
 
 function line(label: string, r: RunResult, wall: number, vsRandom: string, vsBase: string, byLevel: string, score: string): string {
@@ -118,8 +109,7 @@ async function meanScore(r: RunResult, model: 'base' | 'tuned'): Promise<string>
   return n ? (sum / n).toFixed(3) : '–';
 }
 
-const paired = (p?: { fixed: number; broken: number; pValue?: number; p?: number }) =>
-  p ? `${p.fixed} / ${p.broken}, p = ${(p.pValue ?? p.p ?? 1).toPrecision(2)}` : '–';
+const paired = (p?: { fixed: number; broken: number; pValue: number }) => (p ? `${p.fixed} / ${p.broken}, p = ${p.pValue.toPrecision(2)}` : '–');
 
 /** The markdown table of an experiment: the first row's run gives the held-out set, the base and the levels. */
 async function table(label: string, rows: Row[], whole: string): Promise<string> {

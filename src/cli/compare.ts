@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { InvalidArgumentError, Option } from 'commander';
 import type { Client } from '@temporalio/client';
 import { startRun } from '../client';
-import { mcnemar, pct } from '../metrics';
+import { confusion, mcnemar, pct } from '../metrics';
 import type { EvalItemResult } from '../schemas/results';
 import { renderComparison } from '../report/render';
 import type { ComparisonData } from '../report/data';
@@ -36,23 +36,18 @@ export async function tunedCorrect(r: RunResult): Promise<Map<string, boolean> |
   return out;
 }
 
+/** Two tuned models on the held-out items both graded: fixed = right for `a` only, broken = right for `b` only, McNemar. */
+export function pairedTuned(a: Map<string, boolean>, b: Map<string, boolean>): { fixed: number; broken: number; pValue: number } {
+  const t = confusion([...a].flatMap(([id, ok]) => (b.has(id) ? [[ok, b.get(id)!] as const] : [])));
+  return { fixed: t.onlyA, broken: t.onlyB, pValue: mcnemar(t.onlyA, t.onlyB) };
+}
+
 /** Self-learning against baselines on the same held-out items: accuracy, paired McNemar test, training time, retention. */
 export async function comparison(self: RunResult, others: { label: string; result: RunResult }[]): Promise<ComparisonData> {
   const mine = await tunedCorrect(self);
   const row = async (label: string, r: RunResult): Promise<ComparisonData['rows'][number]> => {
-    let vsSelf: ComparisonData['rows'][number]['vsSelf'];
     const theirs = r === self ? undefined : await tunedCorrect(r);
-    if (mine && theirs) {
-      let fixed = 0;
-      let broken = 0;
-      for (const [id, ok] of theirs) {
-        const s = mine.get(id);
-        if (s === undefined) continue;
-        if (ok && !s) fixed++;
-        if (!ok && s) broken++;
-      }
-      vsSelf = { fixed, broken, pValue: mcnemar(fixed, broken) };
-    }
+    const vsSelf = mine && theirs ? pairedTuned(theirs, mine) : undefined;
     return {
       label,
       runId: r.runId,
