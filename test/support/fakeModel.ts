@@ -240,8 +240,8 @@ export async function startFakeModel(opts: FakeModelOptions): Promise<FakeModel>
     // Half a judge request's faults are the judge's own (off-schema verdicts): judge requests are few,
     // and drawn uniformly among seven kinds a run could see none (the draw follows request order).
     const judgeFault = isJudge && eligible.includes('judge_bad_schema');
-    const u = judgeFault ? Math.max(0, r2 - 0.5) * 2 : r2;
-    const kind = judgeFault && r2 < 0.5 ? 'judge_bad_schema' : eligible[Math.min(eligible.length - 1, Math.floor(u * eligible.length))];
+    const uniform = (u: number) => eligible[Math.min(eligible.length - 1, Math.floor(u * eligible.length))];
+    const kind = !judgeFault ? uniform(r2) : r2 < 0.5 ? 'judge_bad_schema' : uniform((r2 - 0.5) * 2);
     stats.faultsInjected[kind] = (stats.faultsInjected[kind] ?? 0) + 1;
     return kind;
   }
