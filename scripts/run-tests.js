@@ -3,13 +3,20 @@
 // Two lanes side by side (2 cores): the heavy jest project (real trainer, real model) then pytest,
 // beside the main jest project. Each lane is serial; the lanes share nothing but the CPU.
 const { spawn } = require('node:child_process');
-const { readFileSync, mkdirSync } = require('node:fs');
+const { readFileSync, mkdirSync, mkdtempSync, rmSync } = require('node:fs');
+const { tmpdir } = require('node:os');
+const { join } = require('node:path');
 
 // The two lanes put several torch processes (trainers, model servers, pytest) on the same cores.
 // OpenMP's waiting threads spin by default and then starve each other: three SmolLM2 trainings at
 // once on 2 cores took 600 s, 94 s with passive waiting (one alone: 44 s, 77 s passive). Every
 // process the suite starts inherits this (the trainer's environment lets OMP_* through).
 process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+
+// Every temporary file of the run (jest's, pytest's and their processes') under one root, removed at
+// the end: left in /tmp, each run leaked a few GB of stores and checkpoints (SLEARN_KEEP_TEST_TMP=1 keeps it).
+const tmpRoot = mkdtempSync(join(tmpdir(), 'slearn-tests-'));
+process.env.TMPDIR = tmpRoot;
 
 const dir = '.slearn/test-results';
 mkdirSync(dir, { recursive: true });
@@ -57,6 +64,8 @@ async function main() {
   console.log(
     `\njest heavy exit ${heavy.status} (${heavy.seconds.toFixed(0)} s), pytest exit ${pytest.status} (${pytest.seconds.toFixed(0)} s), jest main exit ${main.status} (${main.seconds.toFixed(0)} s)`,
   );
+  if (process.env.SLEARN_KEEP_TEST_TMP === '1') console.log(`test files kept in ${tmpRoot}`);
+  else rmSync(tmpRoot, { recursive: true, force: true, maxRetries: 3 });
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(heavy.status === 0 && main.status === 0 && pytest.status === 0 && failed === 0 ? 0 : 1);
 }

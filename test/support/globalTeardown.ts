@@ -1,6 +1,9 @@
 import { rmSync } from 'node:fs';
 
-/** Removes the bundle globalSetup wrote (not one the caller passed in). */
+/** Removes the run's temporary root (and the bundle in it); SLEARN_KEEP_TEST_TMP=1 keeps it to look into. */
 export default async function globalTeardown(): Promise<void> {
-  if (process.env.SLEARN_WORKFLOW_BUNDLE_OWNED === '1' && process.env.SLEARN_WORKFLOW_BUNDLE) rmSync(process.env.SLEARN_WORKFLOW_BUNDLE, { force: true });
+  const root = process.env.SLEARN_TEST_TMP;
+  if (!root) return;
+  if (process.env.SLEARN_KEEP_TEST_TMP === '1') console.log(`\ntest files kept in ${root}`);
+  else rmSync(root, { recursive: true, force: true, maxRetries: 3 });
 }
