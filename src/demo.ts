@@ -135,7 +135,7 @@ export async function runDemo(opts: { configFile: string; compare: BaselineKind[
     console.error(`run ${handle.workflowId} started${stack.uiUrl ? `: ${stack.uiUrl}/namespaces/default/workflows/${handle.workflowId}` : ''}`);
     const result = await watchRun(client, handle.workflowId);
     const report = await saveReport(result);
-    console.log(summaryTable(result, report));
+    console.log(summaryTable(result)); // its report line comes last, after any comparison
     if (opts.compare.length) await runComparison(client, configFile, result, opts.compare, { overrides });
     console.log(`\nreport: ${report}  (markdown: report.md beside it)`);
   } finally {

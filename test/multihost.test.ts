@@ -7,7 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, sep } from 'node:path';
 import { promisify } from 'node:util';
 import { startRun } from '../src/client';
 import { openStore } from '../src/store/open';
@@ -59,10 +59,12 @@ describe('two hosts sharing only Temporal and an S3 store', () => {
     process.env = saved;
   });
 
+  const scratchOf: Record<string, string> = {};
   const host = (name: string, env: NodeJS.ProcessEnv = {}) => {
+    scratchOf[name] = tempDir(`slearn-${name}-scratch-`);
     const w = workerProcess(
       server.address,
-      { ...s3Env(s3), SLEARN_HOST: name, SLEARN_HOME: tempDir(`slearn-${name}-`), SLEARN_SCRATCH: tempDir(`slearn-${name}-scratch-`), ...env },
+      { ...s3Env(s3), SLEARN_HOST: name, SLEARN_HOME: tempDir(`slearn-${name}-`), SLEARN_SCRATCH: scratchOf[name], ...env },
       ['slearn-train'],
     );
     workers.push(w);
@@ -123,7 +125,8 @@ describe('two hosts sharing only Temporal and an S3 store', () => {
     expect(resumeS).toBeGreaterThanOrEqual(5);
     expect(resumeS).toBeLessThan(60);
     expect(dirs.every((d) => d && existsSync(d))).toBe(true);
-    expect(new Set(dirs.map((d) => d!.split('/')[2])).size).toBe(2);
+    expect(dirs[0]!.startsWith(scratchOf['gpu-host-a'] + sep)).toBe(true);
+    expect(dirs[1]!.startsWith(scratchOf['gpu-host-b'] + sep)).toBe(true);
 
     // `slearn audit` reads the lineage from the S3 store: dataset → shards → grades → training set → adapter → report.
     const audit = JSON.parse(

@@ -115,8 +115,9 @@ export function summaryTable(r: RunResult, reportPath?: string, width = outputWi
     if (e.retention) t.push(['retention of known items', ci(e.retention)]);
   }
   if (r.promotion) t.push(['promotion', r.promotion.reason]);
-  if (reportPath) t.push(['report', reportPath]);
-  return t.toString();
+  // The report's path goes below the table, whole on its own line: broken across a cell's lines it could
+  // not be copied or clicked, and a deep home (or temporary) directory made it longer than its column.
+  return reportPath ? `${t.toString()}\nreport: ${reportPath}` : t.toString();
 }
 
 /** Share done per stage, from the workflow's counts and the running activities' heartbeats. */
