@@ -3,7 +3,7 @@
 // Two lanes side by side (2 cores): the heavy jest project (real trainer, real model) then pytest,
 // beside the main jest project. Each lane is serial; the lanes share nothing but the CPU.
 const { spawn } = require('node:child_process');
-const { readFileSync, mkdirSync, mkdtempSync, rmSync } = require('node:fs');
+const { existsSync, readFileSync, readdirSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } = require('node:fs');
 const { tmpdir } = require('node:os');
 const { join } = require('node:path');
 
@@ -15,7 +15,24 @@ process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
 
 // Every temporary file of the run (jest's, pytest's and their processes') under one root, removed at
 // the end: left in /tmp, each run leaked a few GB of stores and checkpoints (SLEARN_KEEP_TEST_TMP=1 keeps it).
-const tmpRoot = mkdtempSync(join(tmpdir(), 'slearn-tests-'));
+// The root is named after this process: a run that never reached its end (Ctrl-C, a CI timeout, kill -9)
+// left its root behind, and the next run removes it once that process is gone (unless it was kept).
+const ROOT_NAME = /^slearn-tests-(\d+)-/;
+const KEPT = 'KEPT';
+const alive = (pid) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return e.code === 'EPERM';
+  }
+};
+for (const name of readdirSync(tmpdir())) {
+  const m = ROOT_NAME.exec(name);
+  const root = join(tmpdir(), name);
+  if (m && !alive(Number(m[1])) && !existsSync(join(root, KEPT))) rmSync(root, { recursive: true, force: true, maxRetries: 3 });
+}
+const tmpRoot = mkdtempSync(join(tmpdir(), `slearn-tests-${process.pid}-`));
 process.env.TMPDIR = tmpRoot;
 
 const dir = '.slearn/test-results';
@@ -64,8 +81,10 @@ async function main() {
   console.log(
     `\njest heavy exit ${heavy.status} (${heavy.seconds.toFixed(0)} s), pytest exit ${pytest.status} (${pytest.seconds.toFixed(0)} s), jest main exit ${main.status} (${main.seconds.toFixed(0)} s)`,
   );
-  if (process.env.SLEARN_KEEP_TEST_TMP === '1') console.log(`test files kept in ${tmpRoot}`);
-  else rmSync(tmpRoot, { recursive: true, force: true, maxRetries: 3 });
+  if (process.env.SLEARN_KEEP_TEST_TMP === '1') {
+    writeFileSync(join(tmpRoot, KEPT), '');
+    console.log(`test files kept in ${tmpRoot}`);
+  } else rmSync(tmpRoot, { recursive: true, force: true, maxRetries: 3 });
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(heavy.status === 0 && main.status === 0 && pytest.status === 0 && failed === 0 ? 0 : 1);
 }
